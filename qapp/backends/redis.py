@@ -1,0 +1,181 @@
+"""Redis store: state shared by every worker on every host.
+
+``redis://host:port/db``, ``rediss://`` (TLS) and ``unix:///path?db=0`` are
+accepted, with redis-py's query options (``socket_timeout``,
+``max_connections``, …) overriding the defaults below. Redis Cluster and
+Sentinel URLs are not wired up yet: redis-py's cluster client has a
+different pool and lock API, and nothing here needs it.
+
+Each worker keeps one connection pool, created in its own event loop on
+first use. The pool waits for a free connection instead of failing when all
+are busy, and a command that fails on a broken connection (Redis restarted)
+is retried once on a fresh one, so a restart costs one retry rather than a
+burst of 503s. Every other failure surfaces as the project's own error.
+
+Keys are stored under ``qapp:k:`` and locks under ``qapp:l:``, so data and
+locks never collide.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any, NoReturn
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+
+from qapp.state import (
+    ConfigurationError,
+    InvalidValue,
+    JSONValue,
+    Store,
+    StoreUnavailable,
+    check_delta,
+    check_ttl,
+    dumps,
+    loads,
+    redact,
+)
+
+#: Defaults for redis-py's pool and sockets; the URL's query may override them.
+POOL_OPTIONS: dict[str, Any] = {
+    "max_connections": 64,
+    # Seconds to wait for a free pooled connection before giving up.
+    "timeout": 5.0,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "health_check_interval": 30,
+}
+
+DATA_PREFIX = "qapp:k:"
+LOCK_PREFIX = "qapp:l:"
+
+
+def _script(name: str) -> str:
+    return resources.files("qapp.backends").joinpath(name).read_text(encoding="utf-8")
+
+
+INCR_LUA = _script("incr.lua")
+UNLOCK_LUA = _script("unlock.lua")
+
+
+def _ms(ttl: float) -> int:
+    # Milliseconds, never rounded down to 0 (which Redis would reject).
+    return max(1, math.ceil(ttl * 1000))
+
+
+def _fail(exc: redis.exceptions.RedisError) -> NoReturn:
+    if isinstance(exc, redis.exceptions.ResponseError) and (
+        "not an integer" in str(exc) or "WRONGTYPE" in str(exc)
+    ):
+        raise InvalidValue(f"Redis: {exc}") from exc
+    raise StoreUnavailable(f"Redis: {exc}") from exc
+
+
+class RedisStore(Store):
+    """A store in one Redis database, shared by every worker on every host."""
+
+    scheme = "redis"
+    scope = "cluster"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        try:
+            # Parse now, so that a malformed URL fails at startup.
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from exc
+        self._client: aioredis.Redis | None = None
+        self._incr: AsyncScript | None = None
+        self._unlock: AsyncScript | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The worker's client, created on first use inside its event loop."""
+        if self._client is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                decode_responses=True,
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
+                **POOL_OPTIONS,
+            )
+            client = aioredis.Redis.from_pool(pool)
+            self._incr = client.register_script(INCR_LUA)
+            self._unlock = client.register_script(UNLOCK_LUA)
+            self._client = client
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
+    async def get(self, key: str) -> JSONValue:
+        try:
+            raw = await self.client.get(DATA_PREFIX + key)
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+        return None if raw is None else loads(raw)
+
+    async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        try:
+            await self.client.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
+    async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        try:
+            done = await self.client.set(
+                DATA_PREFIX + key, raw, nx=True, px=None if ttl is None else _ms(ttl)
+            )
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+        return bool(done)
+
+    async def delete(self, key: str) -> bool:
+        try:
+            return bool(await self.client.delete(DATA_PREFIX + key))
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
+    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        delta, ttl = check_delta(delta), check_ttl(ttl)
+        try:
+            if ttl is None:
+                # Plain INCRBY: one round trip, no script.
+                return int(await self.client.incrby(DATA_PREFIX + key, delta))
+            client = self.client
+            assert self._incr is not None
+            value = await self._incr(
+                keys=[DATA_PREFIX + key], args=[delta, _ms(ttl)], client=client
+            )
+            return int(value)
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
+    async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
+        try:
+            return bool(await self.client.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
+    async def _release(self, name: str, token: str) -> None:
+        try:
+            client = self.client
+            assert self._unlock is not None
+            await self._unlock(keys=[LOCK_PREFIX + name], args=[token], client=client)
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)

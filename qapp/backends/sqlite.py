@@ -1,0 +1,241 @@
+"""SQLite store: state shared by every worker process on one host.
+
+``sqlite:///abs/path.db`` names an absolute path, ``sqlite://rel/path.db`` one
+relative to the working directory. Each worker keeps one aiosqlite connection,
+opened in its own event loop.
+
+Why it is correct under many coroutines and many processes:
+
+- Every operation is one SQL statement in autocommit mode, fetched in the
+  same driver call. No transaction is ever left open between two awaits, so
+  a cancelled request cannot hold the write lock, and one task's rollback
+  cannot discard another task's write.
+- ``incr`` is ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` and ``add`` is an
+  ``INSERT`` that updates only an expired row: never a read followed by a write.
+- WAL lets readers run beside the single writer, and ``busy_timeout`` makes a
+  writer wait for the lock instead of failing with "database is locked".
+- Expiry uses the wall clock (``time.time``), the only clock that every
+  process agrees on. Expired rows are filtered on every read and swept now
+  and then by writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiosqlite
+
+from qapp.state import (
+    ConfigurationError,
+    InvalidValue,
+    JSONValue,
+    Store,
+    StoreUnavailable,
+    check_delta,
+    check_ttl,
+    dumps,
+    loads,
+)
+
+#: Milliseconds a writer waits for another process's write lock.
+BUSY_TIMEOUT_MS = 5_000
+#: Seconds between sweeps of expired rows.
+SWEEP_INTERVAL = 30.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS qapp_kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS qapp_kv_expiry ON qapp_kv (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS qapp_locks (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+# "Live" means not expired at :now. A dead row is treated as absent everywhere.
+_DEAD = "(qapp_kv.expires_at IS NOT NULL AND qapp_kv.expires_at <= :now)"
+
+GET = f"SELECT value FROM qapp_kv WHERE key = :key AND NOT {_DEAD}"
+SET = """
+INSERT INTO qapp_kv (key, value, expires_at) VALUES (:key, :value, :expires)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Replaces a row only if it is dead; RETURNING yields a row only if we wrote.
+ADD = f"""
+INSERT INTO qapp_kv (key, value, expires_at) VALUES (:key, :value, :expires)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE {_DEAD}
+RETURNING 1
+"""
+DELETE = "DELETE FROM qapp_kv WHERE key = :key RETURNING expires_at"
+# A dead row restarts from the delta with the new expiry; a live one keeps its
+# expiry. No row comes back when the live value is not an integer.
+INCR = f"""
+INSERT INTO qapp_kv (key, value, expires_at) VALUES (:key, :delta, :expires)
+ON CONFLICT (key) DO UPDATE SET
+    value = CASE WHEN {_DEAD} THEN excluded.value
+                 ELSE CAST(qapp_kv.value AS INTEGER) + :delta END,
+    expires_at = CASE WHEN {_DEAD} THEN excluded.expires_at ELSE qapp_kv.expires_at END
+WHERE {_DEAD} OR json_type(qapp_kv.value) = 'integer'
+RETURNING value
+"""
+SWEEP = f"DELETE FROM qapp_kv WHERE {_DEAD}"
+LOCK = """
+INSERT INTO qapp_locks (name, token, expires_at) VALUES (:name, :token, :expires)
+ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at
+WHERE qapp_locks.expires_at <= :now
+RETURNING 1
+"""
+UNLOCK = "DELETE FROM qapp_locks WHERE name = :name AND token = :token"
+
+
+def path_from_url(url: str) -> Path:
+    """Return the database file named by a ``sqlite://`` URL."""
+    parts = urlsplit(url)
+    raw = unquote(parts.netloc + parts.path)
+    if not raw or raw in {"/", ":memory:", "/:memory:"}:
+        raise ConfigurationError(
+            f"{url!r} names no file; an in-memory SQLite database is not shared, use memory://"
+        )
+    return Path(raw)
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file, shared by every process that opens it."""
+
+    scheme = "sqlite"
+    scope = "host"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.path = path_from_url(url)
+        self._conn: aiosqlite.Connection | None = None
+        self._connecting = asyncio.Lock()
+        self._next_sweep = 0.0
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._conn is not None:
+            return self._conn
+        async with self._connecting:
+            if self._conn is None:
+                self._conn = await self._open()
+        return self._conn
+
+    def _probe(self) -> None:
+        # Fail here, in a plain thread, rather than inside aiosqlite: a failed
+        # aiosqlite.connect leaves its worker thread posting to the event loop
+        # after the caller has moved on.
+        sqlite3.connect(self.path).close()
+
+    async def _open(self) -> aiosqlite.Connection:
+        try:
+            await asyncio.to_thread(self._probe)
+            conn = await aiosqlite.connect(
+                self.path,
+                # None: autocommit. Each statement is its own transaction.
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable against a crash of the process (what kills
+            # workers); only a power cut may lose the last commits.
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            await conn.close()
+            raise StoreUnavailable(f"cannot use SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    async def _run(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """Run one statement and fetch its rows in one driver call."""
+        conn = await self._connection()
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                # A broken connection (disk gone, file replaced): open a new one
+                # next time instead of failing forever.
+                await self._drop(conn)
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        except (sqlite3.Error, ValueError) as exc:
+            # aiosqlite raises ValueError once its connection is closed.
+            await self._drop(conn)
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def _drop(self, conn: aiosqlite.Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.close()
+
+    async def _write(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        rows = await self._run(sql, params)
+        if params["now"] >= self._next_sweep:
+            self._next_sweep = params["now"] + SWEEP_INTERVAL
+            await self._run(SWEEP, {"now": params["now"]})
+        return rows
+
+    async def connect(self) -> None:
+        await self._connection()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def ping(self) -> None:
+        await self._run("SELECT 1", {})
+
+    async def get(self, key: str) -> JSONValue:
+        rows = await self._run(GET, {"key": key, "now": time.time()})
+        return loads(rows[0][0]) if rows else None
+
+    async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        await self._write(SET, {"key": key, "value": raw, "expires": expires, "now": now})
+
+    async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        rows = await self._write(ADD, {"key": key, "value": raw, "expires": expires, "now": now})
+        return bool(rows)
+
+    async def delete(self, key: str) -> bool:
+        now = time.time()
+        rows = await self._run(DELETE, {"key": key})
+        return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+
+    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        delta, ttl = check_delta(delta), check_ttl(ttl)
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        rows = await self._write(INCR, {"key": key, "delta": delta, "expires": expires, "now": now})
+        if not rows:
+            raise InvalidValue(f"value at {key!r} is not an integer")
+        return int(rows[0][0])
+
+    async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
+        now = time.time()
+        params = {"name": name, "token": token, "expires": now + lease, "now": now}
+        return bool(await self._run(LOCK, params))
+
+    async def _release(self, name: str, token: str) -> None:
+        await self._run(UNLOCK, {"name": name, "token": token})

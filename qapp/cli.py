@@ -1,0 +1,49 @@
+"""The ``qapp`` command: ``qapp serve`` runs the service under hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qapp.servers import REPO_CONFIG
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve qapp with hypercorn, from a hypercorn TOML file if there is one."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config.from_toml(args.config) if args.config.exists() else Config()
+    config.application_path = "qapp.asgi:app"
+    if args.bind:
+        config.bind = [args.bind]
+    if args.workers:
+        config.workers = args.workers
+    return run(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per task."""
+    parser = argparse.ArgumentParser(prog="qapp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = commands.add_parser("serve", help="serve qapp with hypercorn")
+    default_config = REPO_CONFIG if REPO_CONFIG.exists() else Path("hypercorn.toml")
+    p_serve.add_argument("--config", type=Path, default=default_config, help="hypercorn TOML")
+    p_serve.add_argument("--bind", help="host:port (default from the config)")
+    p_serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
+    p_serve.set_defaults(func=serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qapp`` console script."""
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

