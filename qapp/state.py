@@ -195,6 +195,13 @@ class Store(abc.ABC):
         """Remove ``key``; True if it was there (and not expired)."""
 
     @abc.abstractmethod
+    async def expire(self, key: str, ttl: float | None) -> bool:
+        """Give a live ``key`` a new ttl (None: never expire); True if the key was there.
+
+        This is how a sliding expiry is kept: touch the key on each use.
+        """
+
+    @abc.abstractmethod
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         """Add ``delta`` to the integer at ``key`` atomically and return the new value.
 
@@ -320,6 +327,14 @@ class MemoryStore(Store):
         found = self._live(key) is not None
         self._data.pop(key, None)
         return found
+
+    async def expire(self, key: str, ttl: float | None) -> bool:
+        ttl = check_ttl(ttl)
+        raw = self._live(key)
+        if raw is None:
+            return False
+        self._data[key] = (raw, None if ttl is None else self._now() + ttl)
+        return True
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         delta, ttl = check_delta(delta), check_ttl(ttl)

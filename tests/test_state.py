@@ -75,9 +75,9 @@ class TestDelete:
 class TestTTL:
     async def test_set_expires(self, store: Store) -> None:
         """A key set with a fractional ttl is readable, then never returned once expired."""
-        await store.set("k", "v", ttl=0.3)
+        await store.set("k", "v", ttl=0.5)
         assert await store.get("k") == "v"
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(0.6)
         assert await store.get("k") is None
 
     async def test_set_without_ttl_clears_ttl(self, store: Store) -> None:
@@ -106,11 +106,30 @@ class TestTTL:
 
     async def test_incr_keeps_existing_expiry(self, store: Store) -> None:
         """Later increments do not extend the window the first one opened."""
-        await store.incr("c", ttl=0.25)
-        await asyncio.sleep(0.15)
-        await store.incr("c", ttl=0.25)
-        await asyncio.sleep(0.15)
+        await store.incr("c", ttl=0.5)
+        await asyncio.sleep(0.3)
+        await store.incr("c", ttl=0.5)
+        await asyncio.sleep(0.35)
         assert await store.get("c") is None
+
+    async def test_expire_slides_the_ttl(self, store: Store) -> None:
+        """expire gives a live key a new ttl, so touching it keeps it alive."""
+        await store.set("k", "v", ttl=0.4)
+        await asyncio.sleep(0.25)
+        assert await store.expire("k", 0.4) is True
+        await asyncio.sleep(0.25)
+        assert await store.get("k") == "v"
+        await asyncio.sleep(0.3)
+        assert await store.get("k") is None
+        assert await store.expire("k", 1) is False
+
+    async def test_expire_none_makes_permanent(self, store: Store) -> None:
+        """expire with None removes the ttl; on a missing key it answers False."""
+        await store.incr("c", ttl=0.2)
+        assert await store.expire("c", None) is True
+        await asyncio.sleep(0.3)
+        assert await store.get("c") == 1
+        assert await store.expire("absent", None) is False
 
     @pytest.mark.parametrize("ttl", [0, -1, math.nan, math.inf])
     async def test_bad_ttl_refused(self, store: Store, ttl: float) -> None:

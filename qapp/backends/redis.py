@@ -151,6 +151,20 @@ class RedisStore(Store):
         except redis.exceptions.RedisError as exc:
             _fail(exc)
 
+    async def expire(self, key: str, ttl: float | None) -> bool:
+        ttl = check_ttl(ttl)
+        try:
+            if ttl is None:
+                # PERSIST answers 0 for a key without a ttl; ask EXISTS instead.
+                async with self.client.pipeline(transaction=True) as pipe:
+                    pipe.persist(DATA_PREFIX + key)
+                    pipe.exists(DATA_PREFIX + key)
+                    _, exists = await pipe.execute()
+                return bool(exists)
+            return bool(await self.client.pexpire(DATA_PREFIX + key, _ms(ttl)))
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         delta, ttl = check_delta(delta), check_ttl(ttl)
         try:

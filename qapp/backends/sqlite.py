@@ -79,6 +79,7 @@ WHERE {_DEAD}
 RETURNING 1
 """
 DELETE = "DELETE FROM qapp_kv WHERE key = :key RETURNING expires_at"
+EXPIRE = f"UPDATE qapp_kv SET expires_at = :expires WHERE key = :key AND NOT {_DEAD} RETURNING 1"
 # A dead row restarts from the delta with the new expiry; a live one keeps its
 # expiry. No row comes back when the live value is not an integer.
 INCR = f"""
@@ -222,6 +223,13 @@ class SQLiteStore(Store):
         now = time.time()
         rows = await self._run(DELETE, {"key": key})
         return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+
+    async def expire(self, key: str, ttl: float | None) -> bool:
+        ttl = check_ttl(ttl)
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        rows = await self._write(EXPIRE, {"key": key, "expires": expires, "now": now})
+        return bool(rows)
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         delta, ttl = check_delta(delta), check_ttl(ttl)
