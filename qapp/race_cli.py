@@ -321,7 +321,8 @@ def render(outcomes: Sequence[Outcome], requests: int, concurrency: int) -> Tabl
     for name in ("lost", "repeated", "workers seen", "req/s"):
         table.add_column(name, justify="right")
     order = {name: i for i, name in enumerate(STRATEGIES)}
-    rows = sorted(outcomes, key=lambda o: (order[o.strategy], o.store, o.workers or 0))
+    # Stable: within a strategy, rows keep the order the servers ran in.
+    rows = sorted(outcomes, key=lambda o: order[o.strategy])
     for o in rows:
         answers = str(o.answers) if not o.errors else f"{o.answers} [red]({o.errors} failed)[/]"
         table.add_row(
