@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 
+from qapp import create_app
 from qapp.counters import STRATEGIES
+from qapp.servers import free_port
 
 #: Concurrent requests per demonstration, as in DESIGN's measured lesson.
 N = 200
@@ -126,3 +129,46 @@ async def test_odd_counter_paths_are_json_4xx(client: httpx.AsyncClient, path: s
     response = await client.post(path)
     assert 400 <= response.status_code < 500
     assert set(response.json()) == {"error", "message"}
+
+
+async def test_oversized_body_is_413_and_counts_nothing(client: httpx.AsyncClient) -> None:
+    """A POST body over 64 KiB is a JSON 413 and does not increment the counter."""
+    response = await client.post(
+        "/counter/atomic",
+        content=b"1" * (64 * 1024 + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert set(response.json()) == {"error", "message"}
+    assert (await client.get("/counter/atomic")).json()["value"] == 0
+
+
+async def test_non_json_body_is_415_and_counts_nothing(client: httpx.AsyncClient) -> None:
+    """A POST body that is not JSON is a JSON 415 and does not increment the counter."""
+    response = await client.post(
+        "/counter/locked",
+        content=b"n=1",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+    assert (await client.get("/counter/locked")).json()["value"] == 0
+    # A JSON body is accepted (and ignored): an increment takes no input.
+    assert (await client.post("/counter/locked", json={"by": 5})).json()["value"] == 1
+
+
+async def test_store_down_is_503_and_worker_counters_still_work(tmp_path: Path) -> None:
+    """With the store unreachable the shared strategies answer 503 + Retry-After, never 500."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app({"STORE_URL": url, "INSTANCE_PATH": str(tmp_path / "instance")})
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            for name in ("shared-unsafe", "shared-locked", "atomic"):
+                for method in ("POST", "GET", "DELETE"):
+                    response = await c.request(method, f"/counter/{name}")
+                    assert response.status_code == 503, (method, name)
+                    assert response.json()["error"] == "store_unavailable"
+                    assert response.headers["retry-after"]
+            # Process state needs no store: the worker's own counters still count.
+            assert (await c.post("/counter/locked")).json()["value"] == 1
