@@ -8,8 +8,9 @@
 Three kinds of state meet here, each in its home:
 
 - the user record (name and password hash) is shared state: ``user:<name>``
-  in the main store, created with the atomic ``add``, so two concurrent
-  registrations of one name give exactly one 201;
+  in the main store, claimed with the atomic ``add``, so two concurrent
+  registrations of one name give exactly one 201; a claimed name without a
+  hash yet logs nobody in;
 - who is logged in is user state: the name in the server-side session;
 - the user of *this* request is request state: ``g.user``, loaded once per
   request by a ``before_app_request`` hook and gone with the request.
@@ -39,6 +40,9 @@ from qapp.errors import APIError
 from qapp.state import get_store
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+#: Seconds a name stays claimed by a registration that has not finished hashing.
+CLAIM_TTL = 30.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,8 +95,10 @@ async def load_user() -> None:
     g.user = None
     session = sessions.current()
     name = session.get("user") if session.sid is not None else None
-    if isinstance(name, str) and await get_store("main").get(user_key(name)) is not None:
-        g.user = User(name)
+    if isinstance(name, str):
+        record = await get_store("main").get(user_key(name))
+        if isinstance(record, dict) and "password_hash" in record:
+            g.user = User(name)
 
 
 def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -117,12 +123,17 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
     store = get_store("main")
     key = user_key(data.username)
-    # A cheap early answer for a name long taken; ``add`` below decides races.
-    if await store.get(key) is not None:
+    # Claim the name first with the atomic add, then hash: losers of a race
+    # answer at once instead of each paying for a hash. The claim expires, so
+    # a worker that dies while hashing does not hold the name for ever.
+    if not await store.add(key, {"username": data.username}, ttl=CLAIM_TTL):
         raise _taken(data.username)
-    hashed = await asyncio.to_thread(generate_password_hash, data.password)
-    if not await store.add(key, {"username": data.username, "password_hash": hashed}):
-        raise _taken(data.username)
+    try:
+        hashed = await asyncio.to_thread(generate_password_hash, data.password)
+        await store.set(key, {"username": data.username, "password_hash": hashed})
+    except BaseException:
+        await asyncio.shield(store.delete(key))
+        raise
     return {"username": data.username}, 201
 
 

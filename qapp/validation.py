@@ -130,6 +130,12 @@ async def check_body() -> None:
     if request.method in STATE_CHANGING and not request.is_json:
         raise UnsupportedMediaType("a request body must be JSON (Content-Type: application/json)")
     if request.is_json:
+        # Quart decodes the body as UTF-8 without a guard: check it here.
+        raw = await request.get_data(as_text=False)
+        try:
+            raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            raise APIError(400, "invalid_json", f"the body is not UTF-8: {exc.reason}") from None
         # Parsed once here and cached on the request; routes get it for free.
         await request.get_json()
 
