@@ -10,8 +10,9 @@ worker, and ``/health`` on that same connection says which one it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,32 @@ async def on_fresh_connection(
         pid = (await c.get("/health")).json()["worker"]
         response = await c.request(method, path, json=json)
     return pid, response
+
+
+@contextlib.asynccontextmanager
+async def pinned(
+    server: HypercornServer, n: int, cookies: dict[str, str] | None = None
+) -> AsyncIterator[list[tuple[int, httpx.AsyncClient]]]:
+    """``n`` open connections, each with the pid of its worker, covering at least 2 workers.
+
+    They are opened one after another (which spreads them over the workers)
+    and used afterwards all at once, so a burst is concurrent *and* known to
+    reach several workers.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        clients: list[tuple[int, httpx.AsyncClient]] = []
+        for _ in range(4 * n):
+            c = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=server.url, cookies=cookies, timeout=30)
+            )
+            pid = (await c.get("/health")).json()["worker"]
+            if len(clients) < n or pid not in {p for p, _ in clients}:
+                clients.append((pid, c))
+            if len(clients) >= n and len({p for p, _ in clients[-n:]}) > 1:
+                break
+        clients = clients[-n:]
+        assert len({p for p, _ in clients}) > 1, "every connection went to one worker"
+        yield clients
 
 
 def session_cookie(response: httpx.Response) -> dict[str, str]:
@@ -97,16 +124,14 @@ async def test_two_clients_keep_separate_counters(server: HypercornServer) -> No
 
 
 async def test_hundred_concurrent_incs_from_one_cookie(server: HypercornServer) -> None:
-    """100 concurrent inc with one cookie, spread over several workers, add exactly 100."""
+    """100 concurrent inc with one cookie, on connections to several workers, add exactly 100."""
     _, reset = await on_fresh_connection(server, "POST", "/session/counter/reset")
     cookies = session_cookie(reset)  # the client exists before the burst
-    results = await asyncio.gather(
-        *(on_fresh_connection(server, "POST", "/session/counter/inc", cookies) for _ in range(100))
-    )
-    assert all(r.status_code == 200 for _, r in results)
-    assert all("session" not in r.cookies for _, r in results)  # nobody forked a session
-    assert sorted(r.json()["counter"] for _, r in results) == list(range(1, 101))
-    assert len({pid for pid, _ in results}) > 1
+    async with pinned(server, 100, cookies) as clients:
+        results = await asyncio.gather(*(c.post("/session/counter/inc") for _, c in clients))
+    assert all(r.status_code == 200 for r in results)
+    assert all("session" not in r.cookies for r in results)  # nobody forked a session
+    assert sorted(r.json()["counter"] for r in results) == list(range(1, 101))
     _, final = await on_fresh_connection(server, "GET", "/session/counter", cookies)
     assert final.json() == {"counter": 100}
 
@@ -114,30 +139,26 @@ async def test_hundred_concurrent_incs_from_one_cookie(server: HypercornServer) 
 async def test_memo_computes_once_across_workers(server: HypercornServer) -> None:
     """100 concurrent first requests for a memo, on several workers, compute it once."""
     key = f"memo-{uuid.uuid4().hex}"
-    results = await asyncio.gather(
-        *(on_fresh_connection(server, "GET", f"/memo/{key}") for _ in range(100))
-    )
-    bodies = [r.json() for _, r in results]
-    assert all(r.status_code == 200 for _, r in results)
+    async with pinned(server, 100) as clients:
+        results = await asyncio.gather(*(c.get(f"/memo/{key}") for _, c in clients))
+    bodies = [r.json() for r in results]
+    assert all(r.status_code == 200 for r in results)
     assert [b["cached"] for b in bodies].count(False) == 1
     assert {b["computations"] for b in bodies} == {1}
     assert len({(b["value"]["worker"], b["value"]["computed_at"]) for b in bodies}) == 1
-    assert len({pid for pid, _ in results}) > 1
 
 
 async def test_concurrent_registrations_one_wins(server: HypercornServer) -> None:
     """20 concurrent registrations of one name across workers: one 201 and nineteen 409."""
     name = f"r{uuid.uuid4().hex[:12]}"
-    results = await asyncio.gather(
-        *(
-            on_fresh_connection(
-                server, "POST", "/auth/register", json={"username": name, "password": f"pass{i:05}"}
+    async with pinned(server, 20) as clients:
+        results = await asyncio.gather(
+            *(
+                c.post("/auth/register", json={"username": name, "password": f"pass{i:05}"})
+                for i, (_, c) in enumerate(clients)
             )
-            for i in range(20)
         )
-    )
-    assert sorted(r.status_code for _, r in results) == [201] + [409] * 19
-    assert len({pid for pid, _ in results}) > 1
+    assert sorted(r.status_code for r in results) == [201] + [409] * 19
 
 
 async def test_tampered_cookie_is_a_new_session(server: HypercornServer) -> None:
