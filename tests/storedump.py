@@ -8,16 +8,21 @@ the API chooses to answer. The readers go around the Store API on purpose
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 from quart import Quart
 
+from qapp import create_app
 from qapp.backends.redis import DATA_PREFIX, RedisStore
 from qapp.backends.sqlite import SQLiteStore
+from qapp.servers import free_port
 from qapp.state import AppState, MemoryStore, Store
 
 
@@ -79,3 +84,21 @@ def assert_json_error(response: httpx.Response, status: int, code: str | None = 
     if code is not None:
         assert body["error"] == code
     return body
+
+
+@contextlib.asynccontextmanager
+async def client_with_dead_store(
+    instance: Path, **roles: str
+) -> AsyncIterator[tuple[Quart, httpx.AsyncClient]]:
+    """An app whose stores (or the roles named, e.g. ``SESSION_STORE_URL="dead"``) are down.
+
+    "Down" is a Redis URL on a free port where nothing listens, so every
+    store call fails at once, as against a crashed server.
+    """
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = dict.fromkeys(roles, dead) or {"STORE_URL": dead}
+    app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(instance), **settings})
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            yield app, c

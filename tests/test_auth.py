@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from quart import Quart, g
 from werkzeug.security import generate_password_hash
 
 from qapp.state import get_store
-from tests.storedump import assert_json_error, cookie_of, snapshot
+from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
 
 ADA = {"username": "ada", "password": "analytical engine"}
 
@@ -251,3 +252,10 @@ async def test_wrong_methods_are_405(
     before = await snapshot(app)
     assert_json_error(await client.request(method, path), 405, "method_not_allowed")
     assert await snapshot(app) == before
+
+
+async def test_store_down_is_json_503(tmp_path: Path) -> None:
+    """With the main store down, register and login answer a JSON 503, not a 500 or a 401."""
+    async with client_with_dead_store(tmp_path, STORE_URL="dead") as (_, c):
+        assert_json_error(await c.post("/auth/register", json=ADA), 503, "store_unavailable")
+        assert_json_error(await c.post("/auth/login", json=ADA), 503, "store_unavailable")

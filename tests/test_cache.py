@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from quart import Quart
 
-from tests.storedump import assert_json_error, snapshot
+from tests.storedump import assert_json_error, client_with_dead_store, snapshot
 
 JSON = {"content-type": "application/json"}
 #: Valid JSON, but nested deeper than Python's parser can recurse.
@@ -180,3 +181,15 @@ async def test_chunked_oversized_body_is_413(client: httpx.AsyncClient, app: Qua
     response = await client.put("/cache/k", content=chunks(), headers=JSON)
     assert_json_error(response, 413)
     assert await snapshot(app) == before
+
+
+async def test_store_down_is_json_503(tmp_path: Path) -> None:
+    """With the cache store down every cache route answers a JSON 503 with Retry-After."""
+    async with client_with_dead_store(tmp_path, CACHE_STORE_URL="dead") as (_, c):
+        for response in [
+            await c.put("/cache/k", json=1),
+            await c.get("/cache/k"),
+            await c.delete("/cache/k"),
+        ]:
+            assert_json_error(response, 503, "store_unavailable")
+            assert response.headers["retry-after"] == "1"

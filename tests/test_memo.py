@@ -16,7 +16,7 @@ from quart import Quart
 
 from qapp import create_app
 from qapp.state import get_store
-from tests.storedump import assert_json_error, snapshot
+from tests.storedump import assert_json_error, client_with_dead_store, snapshot
 
 
 async def _client_for(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
@@ -184,3 +184,9 @@ async def test_bad_requests_change_nothing(
     response = await client.request(method, path, **kwargs)
     assert_json_error(response, status)
     assert await snapshot(app) == before
+
+
+async def test_store_down_is_json_503(tmp_path: Path) -> None:
+    """With the cache store down the memo answers a JSON 503, and computes nothing."""
+    async with client_with_dead_store(tmp_path, CACHE_STORE_URL="dead") as (_, c):
+        assert_json_error(await c.get("/memo/k"), 503, "store_unavailable")

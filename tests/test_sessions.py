@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from quart import Quart
+from quart import Quart, session
 
 from qapp import create_app, sessions
 from qapp.servers import free_port
-from tests.storedump import assert_json_error, cookie_of, snapshot
+from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
 
 
 def _sid(app: Quart, cookie: str) -> str:
@@ -235,3 +235,39 @@ def test_secret_key_file_is_private_to_owner(tmp_path: Path) -> None:
     """The generated key that signs ids is readable by its owner only."""
     create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
     assert os.stat(tmp_path / "secret_key").st_mode & 0o077 == 0
+
+
+async def test_dict_changes_without_save_are_saved_at_the_end(app: Quart) -> None:
+    """A route that only sets session["k"] gets a session, saved when the answer is made."""
+
+    @app.post("/_set/<value>")
+    async def set_value(value: str) -> dict[str, str]:
+        session["k"] = value
+        return {"k": value}
+
+    @app.get("/_get")
+    async def get_value() -> dict[str, str | None]:
+        return {"k": session.get("k")}
+
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            assert cookie_of(await c.post("/_set/one")) is not None
+            assert (await c.get("/_get")).json() == {"k": "one"}
+            assert cookie_of(await c.post("/_set/two")) is None
+            assert (await c.get("/_get")).json() == {"k": "two"}
+
+
+async def test_unsaved_change_with_store_down_is_503(tmp_path: Path) -> None:
+    """If that end-of-request save fails, the answer becomes a JSON 503, and sets no cookie."""
+    async with client_with_dead_store(tmp_path, SESSION_STORE_URL="dead") as (app, c):
+
+        @app.post("/_set")
+        async def set_value() -> dict[str, str]:
+            session["k"] = "v"
+            return {"k": "v"}
+
+        response = await c.post("/_set")
+    assert_json_error(response, 503, "store_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert cookie_of(response) is None
