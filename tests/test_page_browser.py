@@ -305,3 +305,21 @@ def test_page_fits_a_narrow_screen(browser: Browser, server: HypercornServer) ->
         assert re.search(r"workers \d+", page.inner_text("#race-summary"))
     finally:
         page.context.close()
+
+
+def test_controls_are_labelled_and_checked(page: Page) -> None:
+    """Every control has a label or text, and an out-of-range count is refused in words."""
+    unlabelled = page.eval_on_selector_all(
+        "input, select", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
+    )
+    assert unlabelled == []
+    nameless = page.eval_on_selector_all(
+        "button", "els => els.filter(e => !e.textContent.trim()).map(e => e.id)"
+    )
+    assert nameless == []
+    page.fill("#count", "501")
+    page.click("#fire")
+    page.wait_for_selector("#race-message[data-kind='error']")
+    assert page.inner_text("#race-message") == "Requests must be a whole number from 1 to 500."
+    assert page.get_attribute("#count", "aria-invalid") == "true"
+    assert page.get_attribute("#race-summary", "data-state") == "idle"
