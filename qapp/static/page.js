@@ -20,6 +20,7 @@ const PER_WORKER = new Set(["unsafe", "locked"]);
 
 const STATUS_TEXT = {
   0: "no answer",
+  200: "OK",
   400: "Bad Request",
   401: "Unauthorized",
   403: "Forbidden",
