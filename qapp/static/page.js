@@ -128,41 +128,96 @@ function ranges(numbers) {
 
 // ---------------------------------------------------------------- race panel
 
+/** The main store's kind ("sqlite", "redis", "memory"), from /health. */
+let storeName = null;
+
+/** "Never handed out (5): 71–75", per worker where each worker counts alone. */
+function missingText(result) {
+  if (!result.answered) return "";
+  const { missing } = result;
+  if (!missing.length) return "Never handed out: none. Every counter gave out each of its numbers.";
+  const byCounter = new Map();
+  for (const { value, counter } of missing) {
+    if (!byCounter.has(counter)) byCounter.set(counter, []);
+    byCounter.get(counter).push(value);
+  }
+  const parts = [...byCounter].map(([counter, values]) => {
+    const list = ranges(values.sort((a, b) => a - b));
+    return counter === "shared" ? list : `worker ${counter}: ${list}`;
+  });
+  return `Never handed out (${missing.length}): ${parts.join("; ")}`;
+}
+
 /**
- * What a run's answers say about the counter.
+ * What a run's answers say, counted exactly as `qapp race` counts them.
  *
- * A correct counter gives the `answered` requests `answered` consecutive
- * numbers, from the lowest it handed out: those are the expected numbers.
- * lost = expected numbers that no answer got; repeated = numbers that more
- * than one answer got. Failed requests changed nothing, so they expect nothing.
+ * A counter is what an increment changes: each worker's own for the
+ * per-worker strategies (every strategy on a memory:// store), else the
+ * store's one. repeated = answers - distinct numbers. lost = answers - how far
+ * the counters moved, where a counter moved from one below the lowest number
+ * it handed out to its value after the run (`finals`, read with GET; its
+ * highest number where it could not be read). The numbers a counter should
+ * have handed out but did not are listed as never handed out.
  */
-function analyse(answers, sent) {
-  // Each number, with the workers that handed it out.
-  const byValue = new Map();
+function analyse(answers, sent, perWorker, finals) {
+  const byValue = new Map(); // number -> pids that handed it out
+  const byCounter = new Map(); // pid, or "shared" -> its numbers
   for (const { value, worker } of answers) {
     if (!byValue.has(value)) byValue.set(value, []);
     byValue.get(value).push(worker);
+    const counter = perWorker ? worker : "shared";
+    if (!byCounter.has(counter)) byCounter.set(counter, []);
+    byCounter.get(counter).push(value);
+  }
+  let moved = 0;
+  const missing = []; // { value, counter }
+  for (const [counter, numbers] of byCounter) {
+    const before = Math.min(...numbers) - 1;
+    const after = finals.has(counter) ? finals.get(counter) : Math.max(...numbers);
+    moved += after - before;
+    const handed = new Set(numbers);
+    for (let n = before + 1; n <= before + numbers.length; n++) {
+      if (!handed.has(n)) missing.push({ value: n, counter });
+    }
   }
   const values = [...byValue.keys()].sort((a, b) => a - b);
-  const low = values.length ? values[0] : 0;
-  const missing = [];
-  for (let n = low; n < low + answers.length; n++) {
-    if (!byValue.has(n)) missing.push(n);
-  }
-  const repeated = values.filter((v) => byValue.get(v).length > 1);
   const workers = [...new Set(answers.map((a) => a.worker))].sort((a, b) => a - b);
   return {
     sent,
     answered: answers.length,
     failed: sent - answers.length,
     distinct: values.length,
-    lost: missing.length,
-    repeated: repeated.length,
+    lost: answers.length - moved,
+    repeated: answers.length - values.length,
     workers,
     byValue,
     values,
     missing,
+    perWorker,
   };
+}
+
+/**
+ * Each counter's value after the run, read with GET: the store's one, or
+ * each answering worker's own. The browser sends the GETs over the
+ * connections it used for the run, so they reach the same workers; a worker
+ * that none of them reaches is left out, and counted from its highest number.
+ */
+async function readFinals(path, perWorker, workers) {
+  const finals = new Map();
+  const tries = perWorker ? 3 * workers.length : 1;
+  const answers = await Promise.all(
+    Array.from({ length: tries }, () => api("GET", path).catch((error) => ({ error }))),
+  );
+  let error = null;
+  for (const data of answers) {
+    if (data && data.error instanceof ApiError) {
+      error = data.error;
+    } else if (data && Number.isInteger(data.value) && Number.isInteger(data.worker)) {
+      finals.set(perWorker ? data.worker : "shared", data.value);
+    }
+  }
+  return { finals, error };
 }
 
 /** Group failed requests by what went wrong: "503 Service Unavailable ×12: …". */
@@ -200,6 +255,19 @@ function initRace() {
   };
   strategy.addEventListener("change", showHelp);
   showHelp();
+
+  const storeNote = document.getElementById("race-store");
+  api("GET", "/health").then(
+    (data) => {
+      storeName = data.store;
+      storeNote.textContent = data.warning
+        ? `Store: ${data.store}. Warning: ${data.warning}.`
+        : `Store: ${data.store}, shared by every worker.`;
+    },
+    (err) => {
+      storeNote.textContent = `The store may be down: ${err.describe()}`;
+    },
+  );
 
   // While a run is out, Fire and Reset say so but keep their focus: a
   // disabled button would drop the keyboard user's place on the page.
@@ -257,8 +325,14 @@ function initRace() {
         errors.push(new ApiError("POST", path, 200, "bad_answer", "the answer had no number.", null));
       }
     }
-    const result = analyse(answers, n);
+    const perWorker = PER_WORKER.has(name) || storeName === "memory";
+    const workers = [...new Set(answers.map((a) => a.worker))];
+    const { finals, error: finalError } = answers.length
+      ? await readFinals(path, perWorker, workers)
+      : { finals: new Map(), error: null };
+    const result = analyse(answers, n, perWorker, finals);
     draw(result, ms, name);
+    if (finalError) errors.push(finalError);
     if (errors.length) {
       say(message, describeFailures(errors, n), "error");
     } else if (result.workers.length === 1 && PER_WORKER.has(name)) {
@@ -327,17 +401,19 @@ function initRace() {
       }
     }
     const fragment = document.createDocumentFragment();
-    // Numbers in order, with the missing ones as empty slots where they belong.
+    // Numbers in order, with the ones never handed out as dashed slots where they belong.
     const ordered = [
       ...items.map((item) => ({ ...item, missing: false })),
-      ...result.missing.map((value) => ({ value, missing: true })),
+      ...result.missing.map(({ value, counter }) => ({ value, counter, missing: true })),
     ].sort((a, b) => a.value - b.value || Number(a.missing) - Number(b.missing));
     for (const item of ordered) {
       const cell = document.createElement("li");
       cell.textContent = String(item.value);
       if (item.missing) {
         cell.className = "cell missing";
-        cell.title = `${item.value}: expected, never handed out`;
+        cell.title = item.counter === "shared"
+          ? `${item.value}: never handed out`
+          : `${item.value}: worker ${item.counter}'s counter never handed it out`;
       } else {
         cell.className = `cell w${colour.get(item.pid)}`;
         cell.dataset.worker = String(item.pid);
@@ -370,19 +446,17 @@ function initRace() {
       key.append(swatch, "red outline, ×n: repeated number");
       keys.append(key);
     }
-    if (lost) {
+    if (result.missing.length) {
       const key = document.createElement("li");
       const swatch = document.createElement("span");
       swatch.className = "swatch missing";
       swatch.setAttribute("aria-hidden", "true");
-      key.append(swatch, "dashed: lost (expected, never handed out)");
+      key.append(swatch, "dashed: never handed out by its counter");
       keys.append(key);
     }
     legend.replaceChildren(keys);
 
-    missingList.textContent = lost
-      ? `Lost (${lost}): ${ranges(result.missing)}`
-      : result.answered ? "Lost: none. Every expected number was handed out." : "";
+    missingList.textContent = missingText(result);
   }
 }
 
