@@ -287,9 +287,13 @@ def test_store_down_is_shown_in_words(browser: Browser, tmp_path: Path) -> None:
             message = page.inner_text("#race-message")
             assert message.startswith("5 of 5 requests failed. 503 Service Unavailable ×5:")
             assert "Try again in 1 s." in message
+            page.click("#session-inc")
             session_message = page.locator("#session-message[data-kind='error']")
             session_message.wait_for()
-            assert "503 Service Unavailable" in session_message.inner_text()
+            assert session_message.inner_text().startswith(
+                "POST /session/counter/inc failed: 503 Service Unavailable:"
+            )
+            assert page.inner_text("#race-store").startswith("The store may be down:")
         finally:
             page.context.close()
 
