@@ -18,6 +18,7 @@ from qapp import (
     config,
     errors,
     memo,
+    page,
     race,
     routes,
     session_counter,
@@ -56,4 +57,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
     app.register_blueprint(session_counter.bp)
     app.register_blueprint(cache.bp)
     app.register_blueprint(memo.bp)
+    app.register_blueprint(page.bp)
     return app

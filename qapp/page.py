@@ -1,0 +1,32 @@
+"""The race lab in a browser: ``GET /`` serves one static page.
+
+The page (``qapp/static/index.html``, ``page.css`` and ``page.js``) has no
+build step and talks only to the JSON API, like any other client: it fires
+concurrent ``POST /counter/<strategy>`` and draws what came back, and it
+drives the session counter and the auth routes. Nothing here touches a store,
+so the page loads even while the store is down and can say so in words.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app
+
+bp = Blueprint("page", __name__)
+
+#: The page runs only its own files: no inline script or style, no other origin.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@bp.get("/")
+async def index() -> Response:
+    """The race lab page, as plain HTML."""
+    response = await current_app.send_static_file("index.html")
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    # Revalidate each time, so a new release's page is never stale.
+    response.cache_control.no_cache = True
+    return response
