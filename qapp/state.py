@@ -365,7 +365,12 @@ class MemoryStore(Store):
         self._locks[name] = (lock, users + 1)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), wait)
+                if lock.locked():
+                    await asyncio.wait_for(lock.acquire(), wait)
+                else:
+                    # A free lock is taken at once, even with wait=0 (which
+                    # wait_for would refuse before the acquire ever ran).
+                    await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
             try:

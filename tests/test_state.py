@@ -209,6 +209,13 @@ class TestLock:
                 async with store.lock("l", timeout=5, wait=0.2):
                     pytest.fail("acquired a lock that is held")
 
+    async def test_wait_zero_takes_a_free_lock_only(self, store: Store) -> None:
+        """wait=0 acquires a free lock at once and fails at once on a held one."""
+        async with store.lock("l", wait=0):
+            with pytest.raises(LockTimeout):
+                async with store.lock("l", wait=0):
+                    pytest.fail("acquired a lock that is held")
+
     async def test_lock_released_on_error(self, store: Store) -> None:
         """An exception inside the block releases the lock."""
         with pytest.raises(RuntimeError):
