@@ -92,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.peer_threads,
         help="gunicorn gthread threads per worker (default %(default)s)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=defaults.repeat,
+        help="rounds over every route; each cell reports its median (default %(default)s)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the Flask + gunicorn peer")
     p.add_argument("--no-ceilings", action="store_true", help="skip the store ceilings")
     p.add_argument("--no-chart", action="store_true", help="write JSON and Markdown only")
@@ -122,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer=not args.no_peer,
         peer_threads=args.peer_threads,
         ceilings=not args.no_ceilings,
+        repeat=max(1, args.repeat),
     )
     try:
         wrk_binary()

@@ -77,8 +77,13 @@ def _measurement(m: Measurement) -> dict[str, Any]:
     if m.result is None:
         row["unavailable"] = m.unavailable
     else:
+        # The median round's numbers, then every round's req/s and failures.
         row.update(dataclasses.asdict(m.result))
-        row["non_2xx"] = m.result.non_2xx
+        row["rounds_rps"] = [r.rps for r in m.runs]
+        row["rounds_spread"] = m.spread
+        # Failures count over every round, not just the median one.
+        row["non_2xx"] = sum(r.non_2xx for r in m.runs)
+        row["socket_errors_all_rounds"] = m.failed - row["non_2xx"]
     return row
 
 
@@ -107,7 +112,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"Run {data['started']} on {mach['cores']} cores ({mach['cpu']}), {mach['os']}, "
         f"Python {mach['python']}; {mach['wrk']}; {mach['redis_server'].split(' sha')[0]}.",
         f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
-        f"{s['warmup']:g} s warm-up. qapp: hypercorn with the repository's hypercorn.toml "
+        f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
+        "round, and the servers of one worker count run each route back to back. "
+        "qapp: hypercorn with the repository's hypercorn.toml "
         f"(uvloop workers). Peer: Flask on gunicorn gthread, {s['peer_threads']} threads "
         "per worker, redis-py sync client.",
         "",
@@ -120,7 +127,7 @@ def markdown(data: dict[str, Any]) -> str:
         if not m["available"]:
             lines.append(head + f"| unavailable: {m['unavailable']} | | | |")
             continue
-        errors = sum(m["socket_errors"].values())
+        errors = m["socket_errors_all_rounds"]
         failed = f"{m['non_2xx']}" + (f" (+{errors} socket errors)" if errors else "")
         lines.append(
             head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {failed} |"

@@ -1,12 +1,12 @@
 """Run the whole benchmark: start every server, drive every route, stop everything.
 
-One run, in this order, for each worker count:
-
-1. qapp under hypercorn (the repository's ``hypercorn.toml``) on SQLite,
-   then on Redis: every route at the normal connection count, then
-   ``/health`` and the atomic counter at the high one;
-2. the Flask peer under gunicorn (gthread) on the same Redis, with the same
-   worker count and wrk settings, on the routes it shares.
+For each worker count, every server is started at once and left up:
+qapp under hypercorn (the repository's ``hypercorn.toml``) on SQLite and on
+Redis, and the Flask peer under gunicorn (gthread) on the same Redis. Idle
+servers cost next to nothing, and this lets each route be driven on every
+server back to back, so that the ratios compare runs seconds apart. On a
+shared machine whose load drifts, that matters more than anything else.
+``repeat`` rounds of all that give a median per cell.
 
 Then the stores' ceilings. Every server is a child started here on a free
 loopback port, inside one ``ExitStack``: Ctrl-C, SIGTERM or an error stops
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -54,6 +55,8 @@ class Settings:
     peer: bool = True
     peer_threads: int = 8
     ceilings: bool = True
+    #: Rounds over every route and server; each cell reports its median run.
+    repeat: int = 1
 
     def load(self, connections: int) -> Load:
         return Load(connections, self.duration, self.warmup, self.threads)
@@ -69,9 +72,31 @@ class Measurement:
     route: str
     label: str
     connections: int
-    result: WrkResult | None = None
+    #: Every round's run, in order.
+    runs: list[WrkResult] = field(default_factory=list)
     #: Why the route could not be measured (not built yet, say).
     unavailable: str | None = None
+
+    @property
+    def result(self) -> WrkResult | None:
+        """The run with the median req/s, so that its latencies belong to it."""
+        if not self.runs:
+            return None
+        ranked = sorted(self.runs, key=lambda r: r.rps)
+        return ranked[(len(ranked) - 1) // 2]
+
+    @property
+    def failed(self) -> int:
+        """Failed requests over every round: non-2xx answers and socket errors."""
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of req/s across rounds (0 with one round)."""
+        rates = [r.rps for r in self.runs]
+        if len(rates) < 2 or not statistics.mean(rates):
+            return 0.0
+        return round((max(rates) - min(rates)) / statistics.mean(rates), 3)
 
 
 @dataclass
@@ -105,10 +130,11 @@ def say(message: str) -> None:
 
 
 def describe(m: Measurement) -> str:
+    """One line of progress for a measurement."""
     where = f"{m.server:<4} w={m.workers} {m.store:<6} c={m.connections:<5} {m.label:<26}"
-    if m.result is None:
+    if m.unavailable is not None:
         return f"{where} unavailable: {m.unavailable}"
-    r = m.result
+    r = m.runs[-1]
     return (
         f"{where} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
         f"  non-2xx {r.non_2xx}  socket errors {sum(r.socket_errors.values())}"
@@ -129,33 +155,83 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _measure(
-    run: Run,
-    base_url: str,
-    server: ServerName,
+@dataclass
+class _Target:
+    """A running server and its routes, made ready for load."""
+
+    server: ServerName
+    store: StoreName
+    url: str
+    #: route name -> (headers for wrk, why unavailable or None)
+    ready: dict[str, tuple[dict[str, str], str | None]] = field(default_factory=dict)
+
+
+def _start(stack: contextlib.ExitStack, server: HypercornServer) -> str:
+    say(f"   starting {server.name} ({server.workers} workers) on port {server.port}")
+    return stack.enter_context(server).url
+
+
+def _targets(
+    stack: contextlib.ExitStack,
+    settings: Settings,
     workers: int,
-    store: StoreName,
-    routes: Sequence[Route],
+    urls: dict[StoreName, str],
+    folder: Path,
+) -> list[_Target]:
+    targets = []
+    for store in settings.stores:
+        env = {"QAPP_STORE_URL": urls[store], "QAPP_INSTANCE_PATH": str(folder / "instance")}
+        url = _start(stack, HypercornServer(workers=workers, env=env))
+        targets.append(_Target("qapp", store, url))
+    if settings.peer and set(settings.routes) & set(PEER_ROUTES):
+        from bench.peers.server import GunicornServer
+
+        peer = GunicornServer(
+            redis_url=urls["redis"], workers=workers, threads=settings.peer_threads
+        )
+        targets.append(_Target("peer", "redis", _start(stack, peer)))
+    return targets
+
+
+def _cases(settings: Settings, routes: list[Route]) -> Iterator[tuple[Route, int]]:
+    """Each route at the normal connection count, some at the high one too."""
+    for route in routes:
+        yield route, settings.connections
+        if settings.high_connections and route.name in HIGH_ROUTES:
+            yield route, settings.high_connections
+
+
+def _round(
+    result: Run,
+    workers: int,
+    targets: list[_Target],
+    routes: list[Route],
+    cells: dict[tuple[str, str, str, int], Measurement],
     report: Callable[[Measurement], None],
 ) -> None:
-    settings = run.settings
-    for route in routes:
-        headers, unavailable = prepare(base_url, route)
-        counts = [settings.connections]
-        if settings.high_connections and route.name in HIGH_ROUTES:
-            counts.append(settings.high_connections)
-        for connections in counts:
-            m = Measurement(server, workers, store, route.name, route.label, connections)
-            if unavailable is not None:
-                m.unavailable = unavailable
-            else:
-                m.result = run_wrk(
-                    base_url + route.path,
-                    settings.load(connections),
-                    method=route.method,
-                    headers=headers,
+    """Drive every route once on every server, servers back to back per route."""
+    settings = result.settings
+    for route, connections in _cases(settings, routes):
+        for target in targets:
+            if target.server == "peer" and route.name not in PEER_ROUTES:
+                continue
+            key = (target.server, target.store, route.name, connections)
+            m = cells.get(key)
+            if m is None:
+                m = Measurement(
+                    target.server, workers, target.store, route.name, route.label, connections
                 )
-            run.measurements.append(m)
+                cells[key] = m
+                result.measurements.append(m)
+            if route.name not in target.ready:
+                # Prepared once per server, just before its first load.
+                target.ready[route.name] = prepare(target.url, route)
+            headers, m.unavailable = target.ready[route.name]
+            if m.unavailable is None:
+                load = settings.load(connections)
+                m.runs.append(
+                    run_wrk(target.url + route.path, load, method=route.method, headers=headers)
+                )
             report(m)
 
 
@@ -179,23 +255,14 @@ def run(settings: Settings, report: Callable[[Measurement], None] | None = None)
             "redis": redis.url,
         }
         for workers in settings.workers:
-            for store in settings.stores:
-                env = {
-                    "QAPP_STORE_URL": urls[store],
-                    "QAPP_INSTANCE_PATH": str(folder / "instance"),
-                }
-                say(f"-- qapp: hypercorn, {workers} worker(s), {store}")
-                with HypercornServer(workers=workers, env=env) as server:
-                    _measure(result, server.url, "qapp", workers, store, routes, report)
-            peer_routes = [r for r in routes if r.name in PEER_ROUTES]
-            if settings.peer and peer_routes:
-                from bench.peers.server import GunicornServer
-
-                say(f"-- peer: Flask on gunicorn gthread, {workers}×{settings.peer_threads}")
-                with GunicornServer(
-                    redis_url=redis.url, workers=workers, threads=settings.peer_threads
-                ) as peer:
-                    _measure(result, peer.url, "peer", workers, "redis", peer_routes, report)
+            say(f"-- {workers} worker(s)")
+            with contextlib.ExitStack() as stack:
+                targets = _targets(stack, settings, workers, urls, folder)
+                cells: dict[tuple[str, str, str, int], Measurement] = {}
+                for number in range(1, settings.repeat + 1):
+                    if settings.repeat > 1:
+                        say(f"   round {number} of {settings.repeat}")
+                    _round(result, workers, targets, routes, cells, report)
         if settings.ceilings:
             say("-- store ceilings")
             result.ceilings.append(ceilings.redis_incr(redis.port, settings.connections))

@@ -93,20 +93,19 @@ def evaluate(run: Run) -> list[Target]:
                     _missing(("qapp atomic", ours), ("peer atomic", peer)),
                 )
             )
-    qapp = [m for m in run.measurements if m.server == "qapp" and m.result is not None]
-    failed = [m for m in qapp if m.result is not None and m.result.failed]
+    qapp = [m for m in run.measurements if m.server == "qapp" and m.runs]
+    failed = [m for m in qapp if m.failed]
     out.append(
         Target(
             "0 non-2xx (and 0 socket errors) on every qapp route",
             f"{len(qapp)} qapp measurements",
-            float(sum(m.result.failed for m in failed if m.result is not None)),
+            float(sum(m.failed for m in failed)),
             "= 0",
             None if not qapp else not failed,
             "; ".join(
                 f"{m.label} w={m.workers} {m.store} c={m.connections}: "
-                f"{m.result.statuses} {m.result.socket_errors}"
+                + ", ".join(f"{r.statuses} {r.socket_errors}" for r in m.runs if r.failed)
                 for m in failed
-                if m.result is not None
             ),
         )
     )
