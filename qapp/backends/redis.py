@@ -18,7 +18,10 @@ locks never collide.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -91,6 +94,7 @@ class RedisStore(Store):
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from exc
         self._client: aioredis.Redis | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._incr: AsyncScript | None = None
         self._unlock: AsyncScript | None = None
 
@@ -105,10 +109,36 @@ class RedisStore(Store):
                 **POOL_OPTIONS,
             )
             client = aioredis.Redis.from_pool(pool)
+            self._slots = asyncio.Semaphore(pool.max_connections)
             self._incr = client.register_script(INCR_LUA)
             self._unlock = client.register_script(UNLOCK_LUA)
             self._client = client
         return self._client
+
+    @contextlib.asynccontextmanager
+    async def _command(self) -> AsyncIterator[aioredis.Redis]:
+        """Run commands on the client, one pool connection's worth, failing as our own error.
+
+        redis-py's blocking pool wakes waiters unfairly: a task that has just
+        released a connection can take it straight back, and under a few
+        hundred concurrent requests some waiters starve past the pool's
+        timeout. asyncio's semaphore queues them first come, first served, and
+        holds exactly as many tasks as the pool has connections, so the pool
+        itself never has to make anyone wait.
+        """
+        client = self.client
+        assert self._slots is not None
+        try:
+            async with asyncio.timeout(POOL_OPTIONS["timeout"]):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise StoreUnavailable("Redis: no connection free in time") from None
+        try:
+            yield client
+        except redis.exceptions.RedisError as exc:
+            _fail(exc)
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -116,80 +146,56 @@ class RedisStore(Store):
             await client.aclose()
 
     async def ping(self) -> None:
-        try:
-            await self.client.ping()
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            await client.ping()
 
     async def get(self, key: str) -> JSONValue:
-        try:
-            raw = await self.client.get(DATA_PREFIX + key)
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            raw = await client.get(DATA_PREFIX + key)
         return None if raw is None else loads(raw)
 
     async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
         raw, ttl = dumps(value), check_ttl(ttl)
-        try:
-            await self.client.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            await client.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
 
     async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
         raw, ttl = dumps(value), check_ttl(ttl)
-        try:
-            done = await self.client.set(
-                DATA_PREFIX + key, raw, nx=True, px=None if ttl is None else _ms(ttl)
-            )
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
-        return bool(done)
+        async with self._command() as client:
+            px = None if ttl is None else _ms(ttl)
+            return bool(await client.set(DATA_PREFIX + key, raw, nx=True, px=px))
 
     async def delete(self, key: str) -> bool:
-        try:
-            return bool(await self.client.delete(DATA_PREFIX + key))
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            return bool(await client.delete(DATA_PREFIX + key))
 
     async def expire(self, key: str, ttl: float | None) -> bool:
         ttl = check_ttl(ttl)
-        try:
-            if ttl is None:
-                # PERSIST answers 0 for a key without a ttl; ask EXISTS instead.
-                async with self.client.pipeline(transaction=True) as pipe:
-                    pipe.persist(DATA_PREFIX + key)
-                    pipe.exists(DATA_PREFIX + key)
-                    _, exists = await pipe.execute()
-                return bool(exists)
-            return bool(await self.client.pexpire(DATA_PREFIX + key, _ms(ttl)))
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            if ttl is not None:
+                return bool(await client.pexpire(DATA_PREFIX + key, _ms(ttl)))
+            # PERSIST answers 0 for a key without a ttl; ask EXISTS instead.
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.persist(DATA_PREFIX + key)
+                pipe.exists(DATA_PREFIX + key)
+                _, exists = await pipe.execute()
+            return bool(exists)
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         delta, ttl = check_delta(delta), check_ttl(ttl)
-        try:
+        async with self._command() as client:
             if ttl is None:
                 # Plain INCRBY: one round trip, no script.
-                return int(await self.client.incrby(DATA_PREFIX + key, delta))
-            client = self.client
+                return int(await client.incrby(DATA_PREFIX + key, delta))
             assert self._incr is not None
-            value = await self._incr(
-                keys=[DATA_PREFIX + key], args=[delta, _ms(ttl)], client=client
-            )
-            return int(value)
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+            args = [delta, _ms(ttl)]
+            return int(await self._incr(keys=[DATA_PREFIX + key], args=args, client=client))
 
     async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
-        try:
-            return bool(await self.client.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
+        async with self._command() as client:
+            return bool(await client.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
 
     async def _release(self, name: str, token: str) -> None:
-        try:
-            client = self.client
+        async with self._command() as client:
             assert self._unlock is not None
             await self._unlock(keys=[LOCK_PREFIX + name], args=[token], client=client)
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
