@@ -158,38 +158,41 @@ def chart(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [m for m in data["measurements"] if m["available"]]
-    workers = sorted({m["workers"] for m in data["measurements"]})
+    rows = data["measurements"]
+    workers = sorted({m["workers"] for m in rows})
     series = [
         ("qapp", "sqlite", "qapp · SQLite", "#4c72b0"),
         ("qapp", "redis", "qapp · Redis", "#dd8452"),
         ("peer", "redis", "Flask + gunicorn · Redis", "#8c8c8c"),
     ]
     cases: list[tuple[str, int]] = []
-    for m in data["measurements"]:
+    for m in rows:
         if (m["label"], m["connections"]) not in cases:
             cases.append((m["label"], m["connections"]))
+    cell = {(m["server"], m["store"], m["workers"], m["label"], m["connections"]): m for m in rows}
     fig, axes = plt.subplots(
-        len(workers), 1, figsize=(max(8.0, 1.3 * len(cases)), 3.6 * len(workers)), squeeze=False
+        len(workers), 1, figsize=(max(8.0, 1.5 * len(cases)), 3.8 * len(workers)), squeeze=False
     )
     width = 0.8 / len(series)
     for ax, w in zip(axes[:, 0], workers, strict=True):
         for i, (server, store, name, colour) in enumerate(series):
             xs, ys = [], []
             for x, (label, conns) in enumerate(cases):
-                for m in rows:
-                    if (m["server"], m["store"], m["workers"], m["label"], m["connections"]) == (
-                        server,
-                        store,
-                        w,
-                        label,
-                        conns,
-                    ):
-                        xs.append(x + (i - (len(series) - 1) / 2) * width)
-                        ys.append(m["rps"])
+                m = cell.get((server, store, w, label, conns))
+                if m is None:
+                    continue
+                offset = x + (i - (len(series) - 1) / 2) * width
+                if m["available"]:
+                    xs.append(offset)
+                    ys.append(m["rps"])
+                else:
+                    # A route not built yet: say so where its bar would be.
+                    ax.text(offset, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
             ax.bar(xs, ys, width, label=name, color=colour)
         ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels([f"{label}\n{c} conns" for label, c in cases], fontsize=8)
+        ax.set_xticklabels(
+            [f"{label.replace(' ', chr(10))}\n{c} conns" for label, c in cases], fontsize=7
+        )
         ax.set_ylabel("requests / s")
         ax.set_title(f"{w} worker{'s' if w > 1 else ''}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
