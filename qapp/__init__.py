@@ -12,7 +12,7 @@ from typing import Any
 
 from quart import Quart
 
-from qapp import config, errors, routes, state
+from qapp import config, errors, race, routes, state
 
 __all__ = ["create_app"]
 
@@ -36,4 +36,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
     errors.init_app(app)
     state.init_app(app)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(race.bp)
     return app

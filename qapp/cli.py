@@ -1,4 +1,4 @@
-"""The ``qapp`` command: ``qapp serve`` runs the service under hypercorn."""
+"""The ``qapp`` command: ``qapp serve`` runs the service, ``qapp race`` races its counters."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qapp import race_cli
 from qapp.servers import REPO_CONFIG
 
 
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--bind", help="host:port (default from the config)")
     p_serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
     p_serve.set_defaults(func=serve)
+
+    race_cli.add_parser(commands)
     return parser
 
 
