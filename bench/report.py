@@ -118,19 +118,21 @@ def markdown(data: dict[str, Any]) -> str:
         f"(uvloop workers). Peer: Flask on gunicorn gthread, {s['peer_threads']} threads "
         "per worker, redis-py sync client.",
         "",
-        "| server | workers | store | route | conns | req/s | p50 ms | p99 ms | non-2xx |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
+        "| server CPU ms/req | non-2xx |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in data["measurements"]:
         name = "qapp" if m["server"] == "qapp" else "Flask peer"
         head = f"| {name} | {m['workers']} | {m['store']} | `{m['label']}` | {m['connections']} "
         if not m["available"]:
-            lines.append(head + f"| unavailable: {m['unavailable']} | | | |")
+            lines.append(head + f"| unavailable: {m['unavailable']} | | | | |")
             continue
         errors = m["socket_errors_all_rounds"]
         failed = f"{m['non_2xx']}" + (f" (+{errors} socket errors)" if errors else "")
         lines.append(
-            head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {failed} |"
+            head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} "
+            f"| {_cell(m['cpu_ms_per_request'], '.3f')} | {failed} |"
         )
     if data["ceilings"]:
         lines += ["", "Store ceilings (same run, same Redis):", ""]

@@ -16,6 +16,7 @@ them all (hypercorn's parent gets SIGTERM alone, so workers shut down cleanly).
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import statistics
 import sys
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import Literal, TypeAlias
 
 from bench import ceilings
+from bench.cpu import tree_cpu_seconds
 from bench.routes import PEER_ROUTES, ROUTES, Route, prepare
 from bench.wrk import BenchError, Load, WrkResult, run_wrk
 from qapp.servers import HypercornServer, RedisServer
@@ -137,6 +139,7 @@ def describe(m: Measurement) -> str:
     r = m.runs[-1]
     return (
         f"{where} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+        f"  cpu/req {r.cpu_ms_per_request or 0:.3f} ms"
         f"  non-2xx {r.non_2xx}  socket errors {sum(r.socket_errors.values())}"
     )
 
@@ -162,13 +165,15 @@ class _Target:
     server: ServerName
     store: StoreName
     url: str
+    pid: int
     #: route name -> (headers for wrk, why unavailable or None)
     ready: dict[str, tuple[dict[str, str], str | None]] = field(default_factory=dict)
 
 
-def _start(stack: contextlib.ExitStack, server: HypercornServer) -> str:
+def _start(stack: contextlib.ExitStack, server: HypercornServer) -> tuple[str, int]:
     say(f"   starting {server.name} ({server.workers} workers) on port {server.port}")
-    return stack.enter_context(server).url
+    started = stack.enter_context(server)
+    return started.url, started.pid
 
 
 def _targets(
@@ -181,15 +186,15 @@ def _targets(
     targets = []
     for store in settings.stores:
         env = {"QAPP_STORE_URL": urls[store], "QAPP_INSTANCE_PATH": str(folder / "instance")}
-        url = _start(stack, HypercornServer(workers=workers, env=env))
-        targets.append(_Target("qapp", store, url))
+        url, pid = _start(stack, HypercornServer(workers=workers, env=env))
+        targets.append(_Target("qapp", store, url, pid))
     if settings.peer and set(settings.routes) & set(PEER_ROUTES):
         from bench.peers.server import GunicornServer
 
         peer = GunicornServer(
             redis_url=urls["redis"], workers=workers, threads=settings.peer_threads
         )
-        targets.append(_Target("peer", "redis", _start(stack, peer)))
+        targets.append(_Target("peer", "redis", *_start(stack, peer)))
     return targets
 
 
@@ -230,7 +235,13 @@ def _round(
             if m.unavailable is None:
                 load = settings.load(connections)
                 m.runs.append(
-                    run_wrk(target.url + route.path, load, method=route.method, headers=headers)
+                    run_wrk(
+                        target.url + route.path,
+                        load,
+                        method=route.method,
+                        headers=headers,
+                        cpu_seconds=functools.partial(tree_cpu_seconds, target.pid),
+                    )
                 )
             report(m)
 

@@ -9,10 +9,11 @@ scrapes wrk's human-readable text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class WrkResult:
     statuses: dict[str, int] = field(default_factory=dict)
     #: Requests that got no answer at all: connect, read, write, timeout.
     socket_errors: dict[str, int] = field(default_factory=dict)
+    #: CPU milliseconds the server's processes spent per request, if known.
+    cpu_ms_per_request: float | None = None
 
     @property
     def non_2xx(self) -> int:
@@ -141,12 +144,23 @@ def run_wrk(
     method: str = "GET",
     body: str | None = None,
     headers: Mapping[str, str] | None = None,
+    cpu_seconds: Callable[[], float | None] | None = None,
 ) -> WrkResult:
-    """Warm up, then drive ``url`` for ``load.duration`` seconds and return the result."""
+    """Warm up, then drive ``url`` for ``load.duration`` seconds and return the result.
+
+    ``cpu_seconds``, if given, reads the server's CPU time so far; read just
+    before and after the measured run, it gives the CPU spent per request.
+    """
     headers = dict(headers or {})
     if load.warmup > 0:
         _call(_argv(url, load, load.warmup, method, body, headers), load)
-    return parse(_call(_argv(url, load, load.duration, method, body, headers), load))
+    before = cpu_seconds() if cpu_seconds else None
+    result = parse(_call(_argv(url, load, load.duration, method, body, headers), load))
+    after = cpu_seconds() if cpu_seconds else None
+    if before is None or after is None or not result.requests:
+        return result
+    per_request = round(1000 * (after - before) / result.requests, 3)
+    return dataclasses.replace(result, cpu_ms_per_request=per_request)
 
 
 def _call(argv: list[str], load: Load) -> str:

@@ -44,6 +44,7 @@ def test_bench_measures_health_for_a_second_and_writes_json(tmp_path: Path) -> N
     assert 0 < m["p50_ms"] <= m["p99_ms"] <= m["max_ms"]
     assert m["statuses"] == {"200": m["requests"]}
     assert m["non_2xx"] == 0
+    assert m["cpu_ms_per_request"] > 0
     # Every target is reported; those needing routes not run say so.
     assert data["targets"]
     assert all({"name", "measured", "goal", "met"} <= set(t) for t in data["targets"])
