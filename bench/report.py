@@ -83,7 +83,10 @@ def _measurement(m: Measurement) -> dict[str, Any]:
         row["rounds_spread"] = m.spread
         # Failures count over every round, not just the median one.
         row["non_2xx"] = sum(r.non_2xx for r in m.runs)
-        row["socket_errors_all_rounds"] = m.failed - row["non_2xx"]
+        row["warmup_failed_all_rounds"] = sum(r.warmup_failed for r in m.runs)
+        row["socket_errors_all_rounds"] = (
+            m.failed - row["non_2xx"] - row["warmup_failed_all_rounds"]
+        )
     return row
 
 
@@ -128,8 +131,9 @@ def markdown(data: dict[str, Any]) -> str:
         if not m["available"]:
             lines.append(head + f"| unavailable: {m['unavailable']} | | | | |")
             continue
-        errors = m["socket_errors_all_rounds"]
+        errors, warm = m["socket_errors_all_rounds"], m["warmup_failed_all_rounds"]
         failed = f"{m['non_2xx']}" + (f" (+{errors} socket errors)" if errors else "")
+        failed += f" (+{warm} failed in warm-up)" if warm else ""
         lines.append(
             head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} "
             f"| {_cell(m['cpu_ms_per_request'], '.3f')} | {failed} |"

@@ -60,6 +60,8 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     #: CPU milliseconds the server's processes spent per request, if known.
     cpu_ms_per_request: float | None = None
+    #: Failed requests during the warm-up: not measured, but failures all the same.
+    warmup_failed: int = 0
 
     @property
     def non_2xx(self) -> int:
@@ -68,8 +70,8 @@ class WrkResult:
 
     @property
     def failed(self) -> int:
-        """Requests that failed in any way: a non-2xx answer or a socket error."""
-        return self.non_2xx + sum(self.socket_errors.values())
+        """Requests that failed in any way, warm-up included: non-2xx or socket error."""
+        return self.non_2xx + sum(self.socket_errors.values()) + self.warmup_failed
 
 
 def wrk_binary() -> str:
@@ -152,15 +154,17 @@ def run_wrk(
     before and after the measured run, it gives the CPU spent per request.
     """
     headers = dict(headers or {})
+    warmup_failed = 0
     if load.warmup > 0:
-        _call(_argv(url, load, load.warmup, method, body, headers), load)
+        warmup = parse(_call(_argv(url, load, load.warmup, method, body, headers), load))
+        warmup_failed = warmup.failed
     before = cpu_seconds() if cpu_seconds else None
     result = parse(_call(_argv(url, load, load.duration, method, body, headers), load))
     after = cpu_seconds() if cpu_seconds else None
-    if before is None or after is None or not result.requests:
-        return result
-    per_request = round(1000 * (after - before) / result.requests, 3)
-    return dataclasses.replace(result, cpu_ms_per_request=per_request)
+    per_request = None
+    if before is not None and after is not None and result.requests:
+        per_request = round(1000 * (after - before) / result.requests, 3)
+    return dataclasses.replace(result, cpu_ms_per_request=per_request, warmup_failed=warmup_failed)
 
 
 def _call(argv: list[str], load: Load) -> str:
