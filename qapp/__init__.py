@@ -12,7 +12,19 @@ from typing import Any
 
 from quart import Quart
 
-from qapp import config, errors, race, routes, state
+from qapp import (
+    auth,
+    cache,
+    config,
+    errors,
+    memo,
+    race,
+    routes,
+    session_counter,
+    sessions,
+    state,
+    validation,
+)
 
 __all__ = ["create_app"]
 
@@ -35,6 +47,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
 
     errors.init_app(app)
     state.init_app(app)
+    # Bad bodies are refused before the session hook reads any store.
+    validation.init_app(app)
+    sessions.init_app(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(race.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(session_counter.bp)
+    app.register_blueprint(cache.bp)
+    app.register_blueprint(memo.bp)
     return app

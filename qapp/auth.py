@@ -1,0 +1,169 @@
+"""Per-request auth: users in the main store, the logged-in name in the session, ``g.user``.
+
+``POST /auth/register`` creates a user (201, or 409 if the name is taken),
+``POST /auth/login`` logs in (200 and a new session id), ``POST
+/auth/logout`` ends the session (204) and ``GET /auth/me`` answers
+``{"username"}`` for the logged-in user (401 otherwise).
+
+Three kinds of state meet here, each in its home:
+
+- the user record (name and password hash) is shared state: ``user:<name>``
+  in the main store, claimed with the atomic ``add``, so two concurrent
+  registrations of one name give exactly one 201; a claimed name without a
+  hash yet logs nobody in;
+- who is logged in is user state: the name in the server-side session;
+- the user of *this* request is request state: ``g.user``, loaded once per
+  request by a ``before_app_request`` hook and gone with the request.
+
+Passwords are hashed with werkzeug.security (scrypt), in a thread, so
+that hashing does not stall the worker's other requests. An unknown user
+and a wrong password get the same 401 after the same work: an unknown name
+is checked against a dummy hash, so timing does not tell them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, g
+from quart_schema import validate_request
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from qapp import sessions
+from qapp.errors import APIError
+from qapp.state import get_store
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+#: Seconds a name stays claimed by a registration that has not finished hashing.
+CLAIM_TTL = 30.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Credentials(BaseModel):
+    """A username and password, as register and login take them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    username: Annotated[str, Field(pattern=r"^[a-z0-9_]{3,32}$")]
+    password: Annotated[str, Field(min_length=8, max_length=128)]
+
+
+@dataclass(frozen=True)
+class User:
+    """The user of the current request, as ``g.user`` holds it."""
+
+    username: str
+
+
+def user_key(username: str) -> str:
+    """The main-store key of a user's record."""
+    return f"user:{username}"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Same algorithm and cost as real hashes; made once per worker.
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def _password_matches(stored: str | None, password: str) -> bool:
+    """Check ``password``; with no user (``stored`` None) check a dummy, and fail."""
+    if stored is None:
+        check_password_hash(_dummy_hash(), password)
+        return False
+    return check_password_hash(stored, password)
+
+
+@bp.before_app_serving
+async def warm_dummy_hash() -> None:
+    """Make the dummy hash at startup, so the first unknown login costs no more than others."""
+    await asyncio.to_thread(_dummy_hash)
+
+
+@bp.before_app_request
+async def load_user() -> None:
+    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
+    g.user = None
+    session = sessions.current()
+    name = session.get("user") if session.sid is not None else None
+    if isinstance(name, str):
+        record = await get_store("main").get(user_key(name))
+        if isinstance(record, dict) and "password_hash" in record:
+            g.user = User(name)
+
+
+def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Guard a route: without a logged-in user it answers 401."""
+
+    @functools.wraps(view)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        if g.get("user") is None:
+            raise APIError(401, "unauthorized", "log in first")
+        return await view(*args, **kwargs)
+
+    return guarded
+
+
+def _taken(username: str) -> APIError:
+    return APIError(409, "username_taken", f"the username {username!r} is taken")
+
+
+@bp.post("/register")
+@validate_request(Credentials)
+async def register(data: Credentials) -> tuple[dict[str, str], int]:
+    """Create a user; exactly one of several concurrent registrations of a name wins."""
+    store = get_store("main")
+    key = user_key(data.username)
+    # Claim the name first with the atomic add, then hash: losers of a race
+    # answer at once instead of each paying for a hash. The claim expires, so
+    # a worker that dies while hashing does not hold the name for ever.
+    if not await store.add(key, {"username": data.username}, ttl=CLAIM_TTL):
+        raise _taken(data.username)
+    try:
+        hashed = await asyncio.to_thread(generate_password_hash, data.password)
+        await store.set(key, {"username": data.username, "password_hash": hashed})
+    except BaseException:
+        await asyncio.shield(store.delete(key))
+        raise
+    return {"username": data.username}, 201
+
+
+@bp.post("/login")
+@validate_request(Credentials)
+async def login(data: Credentials) -> dict[str, str]:
+    """Log in: same 401 for unknown user and wrong password; a new session id on success."""
+    record = await get_store("main").get(user_key(data.username))
+    stored = record.get("password_hash") if isinstance(record, dict) else None
+    if not await asyncio.to_thread(_password_matches, stored, data.password):
+        raise APIError(401, "invalid_credentials", "unknown username or wrong password")
+    session = await sessions.load()
+    session["user"] = data.username
+    # A new id, written with the user in it: an id known before login is worthless.
+    await sessions.regenerate()
+    g.user = User(data.username)
+    return {"username": data.username}
+
+
+@bp.post("/logout")
+async def logout() -> tuple[str, int]:
+    """End the session: deleted from the store, so a replayed cookie is dead."""
+    await sessions.destroy()
+    g.user = None
+    return "", 204
+
+
+@bp.get("/me")
+@login_required
+async def me() -> dict[str, str]:
+    """The logged-in user, from ``g.user``."""
+    user: User = g.user
+    return {"username": user.username}

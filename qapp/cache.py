@@ -1,0 +1,65 @@
+"""The shared cache: JSON values that survive requests and are seen by every worker.
+
+``PUT /cache/<key>?ttl=S`` stores the body (any JSON value, ``null``
+included) for ``S`` seconds (fractions allowed; no ``ttl``: until deleted);
+``GET`` answers ``{"key", "value"}``; ``DELETE`` removes it. Values live in
+the cache store (``get_store("cache")``) under ``cache:<key>``, so they are
+shared by all workers of a host (SQLite) or of every host (Redis).
+
+Each value is kept wrapped as ``{"value": v}``: a bare ``null`` would be
+indistinguishable from a missing key.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint
+from quart_schema import validate_querystring
+
+from qapp.errors import APIError
+from qapp.state import JSONValue, get_store
+from qapp.validation import TTL, check_key, json_body
+
+bp = Blueprint("cache", __name__, url_prefix="/cache")
+
+
+class CacheQuery(BaseModel):
+    """``PUT``'s query string: an optional ttl in seconds."""
+
+    ttl: TTL | None = None
+
+
+def _store_key(key: str) -> str:
+    return f"cache:{check_key(key)}"
+
+
+def _not_found(key: str) -> APIError:
+    return APIError(404, "not_found", f"no cached value for key {key!r}")
+
+
+# ``path`` so that a key with a slash is a 400 (bad key), not a 404.
+@bp.put("/<path:key>")
+@validate_querystring(CacheQuery)
+async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
+    """Store the body at ``key`` for everyone, for ``ttl`` seconds if given."""
+    store_key = _store_key(key)
+    value = await json_body()
+    await get_store("cache").set(store_key, {"value": value}, ttl=query_args.ttl)
+    return "", 204
+
+
+@bp.get("/<path:key>")
+async def get(key: str) -> dict[str, JSONValue]:
+    """The value at ``key``, or 404 if it is absent, deleted or expired."""
+    item = await get_store("cache").get(_store_key(key))
+    if not isinstance(item, dict):
+        raise _not_found(key)
+    return {"key": key, "value": item.get("value")}
+
+
+@bp.delete("/<path:key>")
+async def delete(key: str) -> tuple[str, int]:
+    """Remove ``key``: 204, or 404 if there was nothing to remove."""
+    if not await get_store("cache").delete(_store_key(key)):
+        raise _not_found(key)
+    return "", 204

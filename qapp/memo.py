@@ -1,0 +1,109 @@
+"""A memo with single flight: an expensive value computed once, however many ask at once.
+
+``GET /memo/<key>`` answers ``{"key", "value", "cached", "computations"}``.
+The value takes ``MEMO_WORK`` seconds to compute (0.2 by default: simulated
+work, an ``asyncio.sleep``), is kept in the cache store for ``MEMO_TTL``
+seconds (300 by default) and is then computed afresh on demand.
+
+Single flight, across every worker that shares the store:
+
+1. A cached value is answered at once (``cached: true``).
+2. Otherwise the request tries to take the key's flight guard with the
+   store's atomic ``add``. Exactly one request wins; it checks the cache once
+   more (the value may have landed meanwhile), computes, counts the
+   computation with ``incr``, stores the value and releases the guard.
+3. Everyone else polls the cache until the value appears. The guard has a
+   lease (``MEMO_LEASE``, 5 s), so if the computing worker dies a waiter
+   takes over once it lapses; a waiter that sees no value within
+   ``MEMO_WAIT`` seconds (8 s) gets a 503 with ``Retry-After``.
+
+Store keys: ``memo:value:<key>``, ``memo:count:<key>`` (the total number of
+computations, never expiring) and ``memo:flight:<key>``.
+
+``cached`` is false only in the answer of the request that computed.
+The lease is many times the work: only a computation that outlives it can
+overlap a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import secrets
+import time
+from typing import Any
+
+from quart import Blueprint, current_app
+
+from qapp.errors import APIError
+from qapp.state import Store, get_store
+from qapp.validation import check_key
+
+bp = Blueprint("memo", __name__, url_prefix="/memo")
+
+#: Defaults of the config keys that tune the memo (seconds).
+DEFAULTS: dict[str, float] = {
+    "MEMO_WORK": 0.2,
+    "MEMO_TTL": 300.0,
+    "MEMO_LEASE": 5.0,
+    "MEMO_WAIT": 8.0,
+}
+
+
+def _setting(name: str) -> float:
+    value: float = current_app.config.get(name, DEFAULTS[name])
+    return value
+
+
+async def compute(key: str) -> dict[str, Any]:
+    """The expensive value of ``key``: simulated slow work, then a digest."""
+    await asyncio.sleep(_setting("MEMO_WORK"))
+    return {
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "worker": os.getpid(),
+        "computed_at": time.time(),
+    }
+
+
+async def _answer(store: Store, key: str, value: Any, cached: bool) -> dict[str, Any]:
+    computations = await store.get(f"memo:count:{key}")
+    return {"key": key, "value": value, "cached": cached, "computations": computations or 0}
+
+
+async def _compute_in_flight(store: Store, key: str, guard: str) -> dict[str, Any]:
+    try:
+        # Another request may have computed and released between our miss and our add.
+        hit = await store.get(f"memo:value:{key}")
+        if isinstance(hit, dict):
+            return await _answer(store, key, hit["value"], cached=True)
+        value = await compute(key)
+        computations = await store.incr(f"memo:count:{key}")
+        await store.set(f"memo:value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
+        return {"key": key, "value": value, "cached": False, "computations": computations}
+    finally:
+        # Released even when cancelled, so that waiters need not sit out the lease.
+        await asyncio.shield(store.delete(guard))
+
+
+@bp.get("/<path:key>")
+async def memo(key: str) -> dict[str, Any]:
+    """The memoised value of ``key``, computed by one request across all workers."""
+    check_key(key)
+    store = get_store("cache")
+    guard = f"memo:flight:{key}"
+    deadline = time.monotonic() + _setting("MEMO_WAIT")
+    delay = 0.005
+    while True:
+        hit = await store.get(f"memo:value:{key}")
+        if isinstance(hit, dict):
+            return await _answer(store, key, hit["value"], cached=True)
+        if await store.add(guard, secrets.token_hex(8), ttl=_setting("MEMO_LEASE")):
+            return await _compute_in_flight(store, key, guard)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise APIError(503, "busy", f"the value of {key!r} is still being computed; retry")
+        # Jittered backoff: many waiters must not poll the store in step.
+        await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+        delay = min(delay * 2, 0.05)

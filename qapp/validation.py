@@ -1,0 +1,184 @@
+"""Request validation: what a body, a key or a ``ttl`` must look like, and the 4xx for each.
+
+Every rule that turns bad input into an error answer lives here, so that all
+routes answer alike and no bad input reaches a store:
+
+=====================================================  ======  ===================
+input                                                  status  ``error``
+=====================================================  ======  ===================
+body over ``MAX_CONTENT_LENGTH`` (64 KiB)              413     request_entity_too_large
+body on POST/PUT/PATCH/DELETE that is not JSON         415     unsupported_media_type
+body that does not parse (or holds NaN, ±Infinity,     400     invalid_json
+numbers too big for a float, or nests too deeply)
+body or query that fails its quart-schema model        400     invalid_body / invalid_query
+a key outside ``[A-Za-z0-9._:-]{1,200}``               400     invalid_key
+=====================================================  ======  ===================
+
+The body checks run in a ``before_request`` hook, before any route (and before
+the session is loaded), so a request that fails them touches no store at all.
+Bodies are parsed by :class:`StrictJSONProvider`, which accepts exactly what
+the stores can keep: JSON as RFC 8259 defines it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, NoReturn
+
+from pydantic import Field, ValidationError
+from pydantic_core import to_jsonable_python
+from quart import Quart, request
+from quart.json.provider import DefaultJSONProvider
+from quart.wrappers import Request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+from qapp.errors import APIError, error_response
+
+__all__ = [
+    "KEY_PATTERN",
+    "MAX_TTL",
+    "TTL",
+    "StrictJSONProvider",
+    "check_key",
+    "init_app",
+    "json_body",
+]
+
+#: What a cache or memo key may look like.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+#: The longest ``ttl`` accepted, in seconds (a year). DESIGN asks only for a
+#: positive number; an upper bound keeps every backend's expiry arithmetic in
+#: range (Redis refuses expiry times that overflow).
+MAX_TTL = 365 * 24 * 3600.0
+
+#: A ``ttl`` as models spell it: a positive, finite number of seconds.
+TTL = Annotated[float, Field(gt=0, le=MAX_TTL, allow_inf_nan=False)]
+
+#: Methods whose body, if any, must be JSON.
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid cache or memo key, else raise a 400."""
+    if not KEY_PATTERN.fullmatch(key):
+        raise APIError(400, "invalid_key", "a key is 1 to 200 characters from A-Z a-z 0-9 . _ : -")
+    return key
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} does not fit in a float")
+    return value
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Quart's JSON, minus the extensions of Python's ``json`` that no store can keep.
+
+    ``json.loads`` accepts ``NaN`` and ``Infinity``, turns ``1e400`` into
+    ``inf`` and raises ``RecursionError`` (not ``ValueError``) on deep nesting;
+    each would surface later as a 500. Here each is a ``ValueError``, which
+    the request turns into a 400.
+    """
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs.setdefault("parse_constant", _reject_constant)
+        kwargs.setdefault("parse_float", _finite_float)
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        # Models returned by routes (quart-schema's habit) encode as plain JSON.
+        return to_jsonable_python(o)
+
+
+class StrictRequest(Request):
+    """A request whose JSON errors are the project's 400, with the parser's reason."""
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}")
+
+
+def has_body() -> bool:
+    """True if the current request announces a body (a length above 0, or chunks)."""
+    if request.content_length:
+        return True
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+async def check_body() -> None:
+    """Refuse an oversized, non-JSON or unparsable body before any route runs."""
+    if request.routing_exception is not None or not has_body():
+        # A 404 or 405 is answered as such whatever the body.
+        return
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge(f"a request body is at most {limit} bytes")
+    if request.method in STATE_CHANGING and not request.is_json:
+        raise UnsupportedMediaType("a request body must be JSON (Content-Type: application/json)")
+    if request.is_json:
+        # Quart decodes the body as UTF-8 without a guard: check it here.
+        raw = await request.get_data(as_text=False)
+        try:
+            raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            raise APIError(400, "invalid_json", f"the body is not UTF-8: {exc.reason}") from None
+        # Parsed once here and cached on the request; routes get it for free.
+        await request.get_json()
+
+
+async def json_body() -> Any:
+    """The current request's JSON body: any JSON value, ``null`` included.
+
+    Raises:
+        APIError: 400 when there is no body at all.
+    """
+    if not has_body():
+        raise APIError(400, "missing_body", "a JSON body is required")
+    return await request.get_json()
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        parts = []
+        for item in error.errors(include_url=False):
+            where = ".".join(str(p) for p in item["loc"]) or "body"
+            parts.append(f"{where}: {item['msg']}")
+        return "; ".join(parts)
+    return str(error)
+
+
+def init_app(app: Quart) -> None:
+    """Install strict JSON parsing, the body checks, quart-schema and its error answers.
+
+    ``/openapi.json`` describes the API and ``/docs`` renders it (Swagger UI).
+    """
+    QuartSchema(
+        app,
+        info={"title": "qapp", "version": "0.1.0"},
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        conversion_preference="pydantic",
+    )
+    # After QuartSchema, which installs a provider of its own.
+    app.json = StrictJSONProvider(app)
+    app.request_class = StrictRequest
+    app.before_request(check_body)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_request(exc: RequestSchemaValidationError) -> Any:
+        code = "invalid_query" if isinstance(exc, QuerystringValidationError) else "invalid_body"
+        return error_response(400, code, _describe(exc.validation_error))

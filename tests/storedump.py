@@ -1,0 +1,104 @@
+"""Test helpers: read everything an app has stored, straight from each backend.
+
+Tests of bad input compare a snapshot taken before and after the request:
+"nothing stored changes" is then checked on the data itself, not on what
+the API chooses to answer. The readers go around the Store API on purpose
+(it has no "list every key"), using each backend's own storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from quart import Quart
+
+from qapp import create_app
+from qapp.backends.redis import DATA_PREFIX, RedisStore
+from qapp.backends.sqlite import SQLiteStore
+from qapp.servers import free_port
+from qapp.state import AppState, MemoryStore, Store
+
+
+async def dump(store: Store) -> dict[str, str]:
+    """Every live key of ``store`` and its JSON text."""
+    if isinstance(store, MemoryStore):
+        now = time.monotonic()
+        return {
+            key: raw
+            for key, (raw, expires) in store._data.items()
+            if expires is None or expires > now
+        }
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM qapp_kv WHERE expires_at IS NULL OR expires_at > ?",
+                (time.time(),),
+            ).fetchall()
+        conn.close()
+        return dict(rows)
+    if isinstance(store, RedisStore):
+        client = aioredis.Redis.from_url(store.url, decode_responses=True)
+        try:
+            keys = [str(k) for k in await client.keys(DATA_PREFIX + "*")]
+            values = await client.mget(keys) if keys else []
+            return {
+                k.removeprefix(DATA_PREFIX): str(v)
+                for k, v in zip(keys, values, strict=True)
+                if v is not None
+            }
+        finally:
+            await client.aclose()
+    raise TypeError(f"cannot dump {type(store).__name__}")
+
+
+async def snapshot(app: Quart) -> dict[str, dict[str, str]]:
+    """The contents of every distinct store of ``app``, by URL."""
+    state: AppState = app.extensions["qapp"]
+    stores = {store.url: store for store in state.stores.values()}
+    return {url: await dump(store) for url, store in stores.items()}
+
+
+def cookie_of(response: httpx.Response, name: str = "session") -> str | None:
+    """The value a response sets for cookie ``name``, if it sets one."""
+    for header in response.headers.get_list("set-cookie"):
+        key, _, rest = header.partition("=")
+        if key == name:
+            return rest.split(";", 1)[0]
+    return None
+
+
+def assert_json_error(response: httpx.Response, status: int, code: str | None = None) -> Any:
+    """``response`` is a JSON error of ``status`` (and ``code``) in the project's shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "message"}
+    assert body["message"]
+    if code is not None:
+        assert body["error"] == code
+    return body
+
+
+@contextlib.asynccontextmanager
+async def client_with_dead_store(
+    instance: Path, **roles: str
+) -> AsyncIterator[tuple[Quart, httpx.AsyncClient]]:
+    """An app whose stores (or the roles named, e.g. ``SESSION_STORE_URL="dead"``) are down.
+
+    "Down" is a Redis URL on a free port where nothing listens, so every
+    store call fails at once, as against a crashed server.
+    """
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = dict.fromkeys(roles, dead) or {"STORE_URL": dead}
+    app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(instance), **settings})
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            yield app, c

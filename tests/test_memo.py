@@ -1,0 +1,192 @@
+"""The memo: an expensive value computed once, with one flight however many ask at once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+from qapp import create_app
+from qapp.state import get_store
+from tests.storedump import assert_json_error, client_with_dead_store, snapshot
+
+
+async def _client_for(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            yield c
+
+
+@pytest.fixture
+async def tuned(
+    store_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Quart, httpx.AsyncClient]]:
+    """An app on each backend with the memo settings given as the indirect parameter."""
+    settings: dict[str, Any] = getattr(request, "param", {})
+    app = create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), **settings})
+    async for c in _client_for(app):
+        yield app, c
+
+
+async def test_first_computes_then_cached(client: httpx.AsyncClient) -> None:
+    """The first answer computes (cached false, 1 computation); the next is cached."""
+    began = time.monotonic()
+    first = (await client.get("/memo/alpha")).json()
+    took = time.monotonic() - began
+    assert took >= 0.2  # the work is really expensive
+    assert first["key"] == "alpha"
+    assert first["cached"] is False
+    assert first["computations"] == 1
+    assert first["value"]["sha256"] == hashlib.sha256(b"alpha").hexdigest()
+    assert first["value"]["worker"] == os.getpid()
+    second = (await client.get("/memo/alpha")).json()
+    assert second == {**first, "cached": True}
+
+
+async def test_keys_are_independent(client: httpx.AsyncClient) -> None:
+    """Each key is computed once on its own."""
+    a = (await client.get("/memo/a")).json()
+    b = (await client.get("/memo/b")).json()
+    assert (a["cached"], b["cached"]) == (False, False)
+    assert a["value"]["sha256"] != b["value"]["sha256"]
+    assert (a["computations"], b["computations"]) == (1, 1)
+
+
+async def test_hundred_concurrent_first_requests_compute_once(client: httpx.AsyncClient) -> None:
+    """100 concurrent first requests get one value from one computation; one says cached false."""
+    answers = await asyncio.gather(*(client.get("/memo/burst") for _ in range(100)))
+    bodies = [a.json() for a in answers]
+    assert all(a.status_code == 200 for a in answers)
+    assert [b["cached"] for b in bodies].count(False) == 1
+    assert {b["computations"] for b in bodies} == {1}
+    assert len({b["value"]["computed_at"] for b in bodies}) == 1
+
+
+@pytest.mark.parametrize("tuned", [{"MEMO_TTL": 0.3}], indirect=True)
+async def test_expired_value_is_computed_again_and_counted(
+    tuned: tuple[Quart, httpx.AsyncClient],
+) -> None:
+    """After MEMO_TTL the value is recomputed, and computations counts both."""
+    _, c = tuned
+    first = (await c.get("/memo/k")).json()
+    await asyncio.sleep(0.5)
+    second = (await c.get("/memo/k")).json()
+    third = (await c.get("/memo/k")).json()
+    assert (first["computations"], first["cached"]) == (1, False)
+    assert (second["computations"], second["cached"]) == (2, False)
+    assert (third["computations"], third["cached"]) == (2, True)
+
+
+@pytest.mark.parametrize("tuned", [{"MEMO_WAIT": 0.3}], indirect=True)
+async def test_waiter_gives_up_with_503_when_computer_is_gone(
+    tuned: tuple[Quart, httpx.AsyncClient],
+) -> None:
+    """A flight guard left by a dead computer makes waiters answer 503 after MEMO_WAIT."""
+    app, c = tuned
+    async with app.app_context():
+        await get_store("cache").add("memo:flight:k", "dead-worker", ttl=30)
+    began = time.monotonic()
+    response = await c.get("/memo/k")
+    assert 0.3 <= time.monotonic() - began < 2
+    assert_json_error(response, 503, "busy")
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("tuned", [{"MEMO_WAIT": 3.0}], indirect=True)
+async def test_waiter_takes_over_when_dead_computers_lease_lapses(
+    tuned: tuple[Quart, httpx.AsyncClient],
+) -> None:
+    """Once a dead computer's lease lapses, a waiter computes the value itself."""
+    app, c = tuned
+    async with app.app_context():
+        await get_store("cache").add("memo:flight:k", "dead-worker", ttl=0.4)
+    body = (await c.get("/memo/k")).json()
+    assert (body["cached"], body["computations"]) == (False, 1)
+
+
+async def test_disconnected_computer_releases_the_guard(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """A computing request whose client disconnects frees the guard; nobody waits out the lease."""
+    events: list[dict[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(0.1)  # inside the 0.2 s of work, holding the guard
+        async with app.app_context():
+            assert await get_store("cache").get("memo:flight:k") is not None
+        return {"type": "http.disconnect"}  # as hypercorn reports a closed connection
+
+    async def send(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/memo/k",
+        "raw_path": b"/memo/k",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"qapp.test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("qapp.test", 80),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert events == []  # cancelled before it could answer
+    async with app.app_context():
+        assert await get_store("cache").get("memo:flight:k") is None
+        assert await get_store("cache").get("memo:count:k") is None
+    began = time.monotonic()
+    body = (await client.get("/memo/k")).json()
+    assert time.monotonic() - began < 2  # well under the 5 s lease
+    assert (body["cached"], body["computations"]) == (False, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/memo/" + "a" * 201, {}, 400),
+        ("GET", "/memo/a%20b", {}, 400),
+        ("GET", "/memo/a/b", {}, 400),
+        ("GET", "/memo/", {}, 404),
+        ("POST", "/memo/k", {"json": 1}, 405),
+        ("PUT", "/memo/k", {"json": 1}, 405),
+        ("DELETE", "/memo/k", {}, 405),
+        ("POST", "/memo/k", {"content": "{", "headers": {"content-type": "application/json"}}, 405),
+    ],
+)
+async def test_bad_requests_change_nothing(
+    client: httpx.AsyncClient,
+    app: Quart,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+) -> None:
+    """Bad keys and wrong methods get a JSON 4xx and compute nothing."""
+    before = await snapshot(app)
+    response = await client.request(method, path, **kwargs)
+    assert_json_error(response, status)
+    assert await snapshot(app) == before
+
+
+async def test_store_down_is_json_503(tmp_path: Path) -> None:
+    """With the cache store down the memo answers a JSON 503, and computes nothing."""
+    async with client_with_dead_store(tmp_path, CACHE_STORE_URL="dead") as (_, c):
+        assert_json_error(await c.get("/memo/k"), 503, "store_unavailable")

@@ -1,0 +1,273 @@
+"""Server-side sessions: what the cookie holds, what the store holds, and which ids are adopted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from quart import Quart, session
+
+from qapp import create_app, sessions
+from qapp.servers import free_port
+from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
+
+
+def _sid(app: Quart, cookie: str) -> str:
+    """The session id a cookie carries, checked against the app's key."""
+    interface = app.session_interface
+    assert isinstance(interface, sessions.StoreSessionInterface)
+    sid: str = interface.serializer(app).loads(cookie)
+    return sid
+
+
+def _session_keys(contents: dict[str, dict[str, str]]) -> set[str]:
+    return {key for data in contents.values() for key in data if key.startswith("session:")}
+
+
+async def test_cookie_is_a_signed_random_id_httponly_samesite(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """The cookie holds only a signed 256-bit id; HttpOnly, SameSite=Lax, Secure off by default."""
+    response = await client.post("/session/counter/inc")
+    header = response.headers["set-cookie"]
+    assert "HttpOnly" in header
+    assert "SameSite=Lax" in header
+    assert "Secure" not in header
+    cookie = cookie_of(response)
+    assert cookie is not None
+    sid = _sid(app, cookie)
+    assert sessions.ID_PATTERN.fullmatch(sid)  # 43 url-safe characters: 32 random bytes
+    keys = _session_keys(await snapshot(app))
+    assert keys == {f"session:{sid}", f"session:{sid}:counter"}
+
+
+async def test_ids_are_unique_per_client(client: httpx.AsyncClient, app: Quart) -> None:
+    """Twenty new clients get twenty different ids."""
+    transport = client._transport
+    ids = set()
+    for _ in range(20):
+        async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as fresh:
+            cookie = cookie_of(await fresh.post("/session/counter/inc"))
+            assert cookie is not None
+            ids.add(_sid(app, cookie))
+    assert len(ids) == 20
+
+
+async def test_session_data_is_json_in_the_store(client: httpx.AsyncClient, app: Quart) -> None:
+    """The session's data is a JSON object in the store, holding who is logged in."""
+    creds = {"username": "ada", "password": "correct horse"}
+    await client.post("/auth/register", json=creds)
+    response = await client.post("/auth/login", json=creds)
+    cookie = cookie_of(response)
+    assert cookie is not None
+    contents = await snapshot(app)
+    raw = next(data[f"session:{_sid(app, cookie)}"] for data in contents.values())
+    assert json.loads(raw) == {"user": "ada"}
+
+
+async def test_secure_cookie_when_configured(store_url: str, tmp_path: Path) -> None:
+    """SESSION_COOKIE_SECURE (also from QAPP_SESSION_COOKIE_SECURE=1) marks the cookie Secure."""
+    app = create_app(
+        {"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), "SESSION_COOKIE_SECURE": "1"}
+    )
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="https://qapp.test") as c:
+            response = await c.post("/session/counter/inc")
+    assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_tampered_cookie_starts_a_fresh_session(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """A cookie with a broken signature is a new client: counter 0, a new id on first change."""
+    cookie = cookie_of(await client.post("/session/counter/inc"))
+    assert cookie is not None
+    payload, _, signature = cookie.rpartition(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    client.cookies.clear()
+    client.cookies.set("session", f"{payload}.{flipped}")
+    assert (await client.get("/session/counter")).json() == {"counter": 0}
+    response = await client.post("/session/counter/inc")
+    assert response.json() == {"counter": 1}
+    new_cookie = cookie_of(response)
+    assert new_cookie is not None
+    assert _sid(app, new_cookie) != _sid(app, cookie)
+
+
+async def test_unsigned_client_chosen_id_is_never_adopted(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """A bare id (even a live one) without its signature is ignored, not adopted."""
+    cookie = cookie_of(await client.post("/session/counter/inc"))
+    assert cookie is not None
+    live_sid = _sid(app, cookie)
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as evil:
+        evil.cookies.set("session", live_sid)
+        assert (await evil.get("/session/counter")).json() == {"counter": 0}
+        response = await evil.post("/session/counter/inc")
+    assert response.json() == {"counter": 1}
+    assert (await client.get("/session/counter")).json() == {"counter": 1}
+
+
+async def test_signed_but_unknown_id_is_never_adopted(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """A correctly signed id that the store does not hold starts a session with a new id."""
+    interface = app.session_interface
+    assert isinstance(interface, sessions.StoreSessionInterface)
+    planted = "p" * 43
+    client.cookies.set("session", interface.serializer(app).dumps(planted))
+    response = await client.post("/session/counter/inc")
+    assert response.json() == {"counter": 1}
+    cookie = cookie_of(response)
+    assert cookie is not None
+    assert _sid(app, cookie) != planted
+    assert f"session:{planted}" not in _session_keys(await snapshot(app))
+
+
+async def test_expired_session_is_a_new_client(store_url: str, tmp_path: Path) -> None:
+    """After SESSION_TTL seconds idle, the old cookie is a new client with a new id."""
+    app = create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), "SESSION_TTL": 0.4})
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            first = cookie_of(await c.post("/session/counter/inc"))
+            await asyncio.sleep(0.8)
+            assert (await c.get("/session/counter")).json() == {"counter": 0}
+            response = await c.post("/session/counter/inc")
+            assert response.json() == {"counter": 1}
+            second = cookie_of(response)
+    assert first is not None
+    assert second is not None
+    assert _sid(app, first) != _sid(app, second)
+
+
+async def test_ttl_slides_with_use(store_url: str, tmp_path: Path) -> None:
+    """A session used more often than its ttl outlives the ttl many times over."""
+    app = create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), "SESSION_TTL": 0.6})
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            await c.post("/session/counter/inc")
+            for _ in range(6):  # 1.2 s in all: twice the ttl
+                await asyncio.sleep(0.2)
+                assert (await c.get("/session/counter")).json() == {"counter": 1}
+
+
+async def test_login_regenerates_id_and_keeps_counter(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """Login moves the session to a new id, deletes the old one and keeps the counter."""
+    creds = {"username": "grace", "password": "hopper1906"}
+    await client.post("/auth/register", json=creds)
+    before = cookie_of(await client.post("/session/counter/inc"))
+    assert before is not None
+    after = cookie_of(await client.post("/auth/login", json=creds))
+    assert after is not None
+    old, new = _sid(app, before), _sid(app, after)
+    assert old != new
+    keys = _session_keys(await snapshot(app))
+    assert keys == {f"session:{new}", f"session:{new}:counter"}
+    assert (await client.get("/session/counter")).json() == {"counter": 1}
+    # The pre-login cookie is dead: it may have been planted or seen.
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as old_c:
+        old_c.cookies.set("session", before)
+        assert (await old_c.get("/auth/me")).status_code == 401
+        assert (await old_c.get("/session/counter")).json() == {"counter": 0}
+
+
+async def test_logout_deletes_session_and_scoped_values(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """Logout removes the session and its counter from the store and drops the cookie."""
+    creds = {"username": "alan", "password": "turing1912"}
+    await client.post("/auth/register", json=creds)
+    await client.post("/auth/login", json=creds)
+    await client.post("/session/counter/inc")
+    assert _session_keys(await snapshot(app))
+    response = await client.post("/auth/logout")
+    assert response.status_code == 204
+    assert "Max-Age=0" in response.headers["set-cookie"]
+    assert _session_keys(await snapshot(app)) == set()
+
+
+async def test_session_store_down_is_json_503(tmp_path: Path) -> None:
+    """A session cookie while the session store is unreachable gets a JSON 503, not a 500."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(
+        {
+            "STORE_URL": "memory://",
+            "SESSION_STORE_URL": dead,
+            "INSTANCE_PATH": str(tmp_path),
+        }
+    )
+    interface = app.session_interface
+    assert isinstance(interface, sessions.StoreSessionInterface)
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            # No cookie: nothing to read, so the store is never asked.
+            assert (await c.get("/session/counter")).json() == {"counter": 0}
+            c.cookies.set("session", interface.serializer(app).dumps("s" * 43))
+            response = await c.get("/session/counter")
+            assert_json_error(response, 503, "store_unavailable")
+            assert response.headers["retry-after"]
+            response = await c.post("/session/counter/inc")
+            assert_json_error(response, 503, "store_unavailable")
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"garbage", b"a.b.c", b"x" * 4000, "\u00e9t\u00e9".encode(), b"\xff\xfe"]
+)
+async def test_junk_cookies_are_new_clients(client: httpx.AsyncClient, value: bytes) -> None:
+    """Any junk in the session cookie is a new client, never an error."""
+    response = await client.get("/session/counter", headers={b"cookie": b"session=" + value})
+    assert response.status_code == 200
+    assert response.json() == {"counter": 0}
+
+
+def test_secret_key_file_is_private_to_owner(tmp_path: Path) -> None:
+    """The generated key that signs ids is readable by its owner only."""
+    create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
+    assert os.stat(tmp_path / "secret_key").st_mode & 0o077 == 0
+
+
+async def test_dict_changes_without_save_are_saved_at_the_end(app: Quart) -> None:
+    """A route that only sets session["k"] gets a session, saved when the answer is made."""
+
+    @app.post("/_set/<value>")
+    async def set_value(value: str) -> dict[str, str]:
+        session["k"] = value
+        return {"k": value}
+
+    @app.get("/_get")
+    async def get_value() -> dict[str, str | None]:
+        return {"k": session.get("k")}
+
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            assert cookie_of(await c.post("/_set/one")) is not None
+            assert (await c.get("/_get")).json() == {"k": "one"}
+            assert cookie_of(await c.post("/_set/two")) is None
+            assert (await c.get("/_get")).json() == {"k": "two"}
+
+
+async def test_unsaved_change_with_store_down_is_503(tmp_path: Path) -> None:
+    """If that end-of-request save fails, the answer becomes a JSON 503, and sets no cookie."""
+    async with client_with_dead_store(tmp_path, SESSION_STORE_URL="dead") as (app, c):
+
+        @app.post("/_set")
+        async def set_value() -> dict[str, str]:
+            session["k"] = "v"
+            return {"k": "v"}
+
+        response = await c.post("/_set")
+    assert_json_error(response, 503, "store_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert cookie_of(response) is None
