@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: The key the cache route reads; written once before the run.
@@ -72,9 +73,14 @@ def _request(
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers.items()), response.read()
+            return response.status, _lower(response.headers.items()), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
+        return exc.code, _lower(exc.headers.items()), exc.read()
+
+
+def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    # Header names are case-insensitive, and hypercorn sends them lower-case.
+    return {name.lower(): value for name, value in items}
 
 
 def prepare(base_url: str, route: Route) -> tuple[dict[str, str], str | None]:
@@ -98,7 +104,7 @@ def prepare(base_url: str, route: Route) -> tuple[dict[str, str], str | None]:
     if route.needs_session and 200 <= status < 300:
         # One client: every connection sends the same session cookie, so the
         # load is concurrent increments of one user's counter.
-        cookie = answer_headers.get("Set-Cookie", "").split(";", 1)[0]
+        cookie = answer_headers.get("set-cookie", "").split(";", 1)[0]
         if not cookie:
             return headers, f"{route.label} set no session cookie"
         headers["Cookie"] = cookie
