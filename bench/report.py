@@ -205,7 +205,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(
         f"qapp vs Flask peer, {data['machine']['cores']} cores, "
-        f"wrk {data['settings']['duration']:g} s per bar ({data['started']})",
+        f"wrk {data['settings']['duration']:g} s per bar, median of "
+        f"{data['settings']['repeat']} round(s) ({data['started']})",
         fontsize=10,
     )
     fig.tight_layout()
