@@ -392,11 +392,10 @@ class MemoryStore(Store):
         self._locks[name] = (lock, users + 1)
         try:
             try:
-                if lock.locked():
-                    await asyncio.wait_for(lock.acquire(), wait)
-                else:
-                    # A free lock is taken at once, even with wait=0 (which
-                    # wait_for would refuse before the acquire ever ran).
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancel that lands as the lock is granted. A free lock is taken
+                # without suspending, so even wait=0 gets it.
+                async with asyncio.timeout(wait):
                     await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
