@@ -6,17 +6,31 @@ import httpx
 import pytest
 from quart import Quart
 
-from qapp.validation import KEY_PATTERN, StrictJSONProvider
+from qapp.validation import KEY_PATTERN, MAX_DEPTH, StrictJSONProvider
 from tests.storedump import assert_json_error
 
 
 def test_strict_json_refuses_what_stores_cannot_keep(app: Quart) -> None:
     """NaN, Infinity, overflowing numbers and too-deep nesting are ValueErrors, not values."""
     provider = StrictJSONProvider(app)
-    for text in ["NaN", "[-Infinity]", '{"a": 1e400}', "[" * 5000 + "]" * 5000]:
+    too_deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    for text in ["NaN", "[-Infinity]", '{"a": 1e400}', "[" * 5000 + "]" * 5000, too_deep]:
         with pytest.raises(ValueError, match=r"."):
             provider.loads(text)
     assert provider.loads('{"a": [1.5, null, "x"]}') == {"a": [1.5, None, "x"]}
+    deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert provider.loads(deepest) is not None
+
+
+@pytest.mark.parametrize(
+    "text", ['"\\ud800"', '["a\\udfffb"]', '{"\\udbff": 1}', '"\\udc00\\ud800"']
+)
+def test_strict_json_refuses_lone_surrogates(app: Quart, text: str) -> None:
+    """Escaped lone surrogates parse in Python but are not text a store can keep: refused."""
+    with pytest.raises(ValueError, match="surrogate"):
+        StrictJSONProvider(app).loads(text)
+    # A proper pair is one character, and fine.
+    assert StrictJSONProvider(app).loads('"\\ud83d\\ude00"') == "\U0001f600"
 
 
 def test_key_pattern() -> None:
