@@ -211,6 +211,10 @@ def init_app(app: Quart) -> None:
     # After QuartSchema, which installs a provider of its own.
     app.json = StrictJSONProvider(app)
     app.request_class = StrictRequest
+    # werkzeug answers "/cache//k" with a redirect to "/cache/k": another
+    # key's data, and a 308 makes a client repeat a PUT there. A path is
+    # matched as sent; one that matches no route is a 404.
+    app.url_map.merge_slashes = False
     app.before_request(check_body)
 
     @app.errorhandler(RequestSchemaValidationError)

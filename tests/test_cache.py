@@ -108,6 +108,9 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("GET", "/cache/a$b", {}, 400, "invalid_key"),
     ("DELETE", "/cache/a*", {}, 400, "invalid_key"),
     ("PUT", "/cache/", {"json": 1}, 404, "not_found"),
+    # Not merged into "/cache/k" (werkzeug's 308 redirect to another key).
+    ("PUT", "/cache//k", {"json": 1}, 404, "not_found"),
+    ("PUT", "/cache/a//k", {"json": 1}, 400, "invalid_key"),
     # bad ttls
     ("PUT", "/cache/k?ttl=0", {"json": 1}, 400, "invalid_query"),
     ("PUT", "/cache/k?ttl=-1", {"json": 1}, 400, "invalid_query"),
