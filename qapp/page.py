@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
+from qapp.apidoc import HTMLPage, document_response
+
 bp = Blueprint("page", __name__)
 
 #: The page runs only its own files: no inline script or style, no other origin.
@@ -21,6 +23,7 @@ CONTENT_SECURITY_POLICY = (
 
 
 @bp.get("/")
+@document_response(HTMLPage, 200)
 async def index() -> Response:
     """The race lab page, as plain HTML."""
     response = await current_app.send_static_file("index.html")

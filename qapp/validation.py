@@ -36,6 +36,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from qapp import apidoc
 from qapp.errors import APIError, error_response
 
 __all__ = [
@@ -68,6 +69,12 @@ MAX_DEPTH = 100
 
 #: Methods whose body, if any, must be JSON.
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+apidoc.path_parameter(
+    "key",
+    {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$", "minLength": 1, "maxLength": 200},
+)
 
 
 def check_key(key: str) -> str:
@@ -207,6 +214,7 @@ def init_app(app: Quart) -> None:
         redoc_ui_path=None,
         scalar_ui_path=None,
         conversion_preference="pydantic",
+        openapi_provider_class=apidoc.Provider,
     )
     # After QuartSchema, which installs a provider of its own.
     app.json = StrictJSONProvider(app)

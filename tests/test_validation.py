@@ -71,7 +71,7 @@ async def test_body_on_get_is_ignored(client: httpx.AsyncClient) -> None:
 
 
 async def test_openapi_describes_the_routes(client: httpx.AsyncClient) -> None:
-    """/openapi.json lists every route group and the auth request schema."""
+    """/openapi.json lists every route group, its answers, the auth body and the key rule."""
     response = await client.get("/openapi.json")
     assert response.status_code == 200
     spec = response.json()
@@ -93,6 +93,15 @@ async def test_openapi_describes_the_routes(client: httpx.AsyncClient) -> None:
     assert body["schema"]
     ttl = [p for p in paths["/cache/{key}"]["put"]["parameters"] if p["name"] == "ttl"]
     assert ttl
+    # Every operation lists its answers: a success and the JSON errors every route can give.
+    for operations in paths.values():
+        for operation in operations.values():
+            statuses = set(operation["responses"])
+            assert statuses & {"200", "201", "204"}, operation["operationId"]
+            assert {"400", "413", "503"} <= statuses, operation["operationId"]
+    (key,) = [p for p in paths["/cache/{key}"]["get"]["parameters"] if p["name"] == "key"]
+    assert key["schema"]["pattern"] == f"^{KEY_PATTERN.pattern}$"
+    assert paths["/cache/{key}"]["put"]["requestBody"]["required"] is True
 
 
 async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
