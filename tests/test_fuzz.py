@@ -62,7 +62,7 @@ from tests.hostile import (
 from tests.storedump import cookie_of, snapshot
 
 #: Examples per backend. Fixed, with derandomize, so CI runs the same cases each time.
-EXAMPLES = 400
+EXAMPLES = 600
 
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,

@@ -25,7 +25,7 @@ from qapp.servers import HypercornServer
 pytestmark = pytest.mark.slow
 
 #: Cases per operation, fixed, with derandomize, so CI runs the same ones each time.
-EXAMPLES = 25
+EXAMPLES = 30
 
 #: Cases sent, by operation: the README quotes them.
 SENT: Counter[str] = Counter()
