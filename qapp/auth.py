@@ -36,6 +36,7 @@ from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from qapp import sessions
+from qapp.apidoc import NoContent, document_response, errors
 from qapp.errors import APIError
 from qapp.state import get_store
 
@@ -55,6 +56,12 @@ class Credentials(BaseModel):
 
     username: Annotated[str, Field(pattern=r"^[a-z0-9_]{3,32}$")]
     password: Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class UserAnswer(BaseModel):
+    """A user's name."""
+
+    username: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ def _taken(username: str) -> APIError:
 
 @bp.post("/register")
 @validate_request(Credentials)
+@document_response(UserAnswer, 201)
+@errors(409)
 async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
     store = get_store("main")
@@ -139,6 +148,8 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 
 @bp.post("/login")
 @validate_request(Credentials)
+@document_response(UserAnswer, 200)
+@errors(401)
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
     record = await get_store("main").get(user_key(data.username))
@@ -154,6 +165,7 @@ async def login(data: Credentials) -> dict[str, str]:
 
 
 @bp.post("/logout")
+@document_response(NoContent, 204)
 async def logout() -> tuple[str, int]:
     """End the session: deleted from the store, so a replayed cookie is dead."""
     await sessions.destroy()
@@ -162,6 +174,8 @@ async def logout() -> tuple[str, int]:
 
 
 @bp.get("/me")
+@document_response(UserAnswer, 200)
+@errors(401)
 @login_required
 async def me() -> dict[str, str]:
     """The logged-in user, from ``g.user``."""

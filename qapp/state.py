@@ -105,9 +105,14 @@ class InvalidValue(StoreError, ValueError):
 def dumps(value: JSONValue) -> str:
     """Encode ``value`` as compact JSON, refusing anything JSON cannot hold."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # A lone surrogate ("\ud800") passes json.dumps but is no UTF-8: SQLite
+        # and Redis failed on it (as a 503 and a 500) while memory kept it.
+        # Refused here, every backend refuses it alike.
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidValue(f"value is not JSON: {exc}") from exc
+    return text
 
 
 def loads(raw: str | bytes) -> JSONValue:

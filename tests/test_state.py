@@ -40,7 +40,9 @@ class TestValues:
             await store.set(key, i)
         assert [await store.get(key) for key in keys] == list(range(len(keys)))
 
-    @pytest.mark.parametrize("bad", [object(), {1, 2}, math.nan, math.inf, b"bytes"])
+    @pytest.mark.parametrize(
+        "bad", [object(), {1, 2}, math.nan, math.inf, b"bytes", "\ud800", {"k\udfff": 1}]
+    )
     async def test_non_json_refused(self, store: Store, bad: object) -> None:
         """A value JSON cannot hold is refused with InvalidValue and stores nothing."""
         with pytest.raises(InvalidValue):
