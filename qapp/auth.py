@@ -38,7 +38,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from qapp import sessions
 from qapp.apidoc import NoContent, document_response, errors
 from qapp.errors import APIError
-from qapp.state import get_store
+from qapp.state import StoreUnavailable, get_store
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -96,23 +96,39 @@ async def warm_dummy_hash() -> None:
     await asyncio.to_thread(_dummy_hash)
 
 
-@bp.before_app_request
-async def load_user() -> None:
-    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
-    g.user = None
-    session = sessions.current()
+async def _session_user() -> User | None:
+    """The user the session names, if the session and the user record both exist."""
+    session = await sessions.load()
     name = session.get("user") if session.sid is not None else None
     if isinstance(name, str):
         record = await get_store("main").get(user_key(name))
         if isinstance(record, dict) and "password_hash" in record:
-            g.user = User(name)
+            return User(name)
+    return None
+
+
+@bp.before_app_request
+async def load_user() -> None:
+    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
+    g.user = None
+    g.user_unknown = False
+    try:
+        g.user = await _session_user()
+    except StoreUnavailable:
+        # Who the user is cannot be told now. Routes that do not care (the
+        # page, the race lab) still answer; login_required asks again and
+        # answers 503 if the store is still down, never a wrong 401.
+        g.user_unknown = True
 
 
 def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Guard a route: without a logged-in user it answers 401."""
+    """Guard a route: without a logged-in user it answers 401 (503 if that cannot be told)."""
 
     @functools.wraps(view)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        if g.get("user_unknown"):
+            g.user = await _session_user()
+            g.user_unknown = False
         if g.get("user") is None:
             raise APIError(401, "unauthorized", "log in first")
         return await view(*args, **kwargs)

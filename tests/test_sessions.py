@@ -406,3 +406,18 @@ async def test_every_login_issues_a_new_id(client: httpx.AsyncClient, app: Quart
     assert (await client.get("/session/counter")).json() == {"counter": 3}
     keys = _session_keys(await snapshot(app))
     assert keys == {f"session:{second}", f"session:{second}:counter"}
+
+
+async def test_session_store_down_fails_only_routes_that_need_it(tmp_path: Path) -> None:
+    """With the session store down, a client with a session cookie still gets the page,
+    /counter/unsafe and /openapi.json; session routes and /auth/me answer a JSON 503."""
+    async with client_with_dead_store(tmp_path, SESSION_STORE_URL="dead") as (app, c):
+        async with app.app_context():
+            signed = sessions.StoreSessionInterface().serializer(app).dumps("A" * 43)
+        c.cookies.set("session", signed)
+        assert (await c.get("/")).status_code == 200
+        assert (await c.get("/openapi.json")).status_code == 200
+        assert (await c.post("/counter/unsafe")).status_code == 200
+        assert_json_error(await c.get("/session/counter"), 503, "store_unavailable")
+        assert_json_error(await c.post("/session/counter/inc"), 503, "store_unavailable")
+        assert_json_error(await c.get("/auth/me"), 503, "store_unavailable")
