@@ -233,6 +233,8 @@ class HypercornServer(_Process):
             argv += ["--config", str(self.config)]
         argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), self.app]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # A restart has new workers: the pids seen before must not count.
+        self._seen = set()
         self._spawn(argv, env)
         self._wait_ready(self.healthy, timeout)
         self._wait_ready(self.all_workers_up, timeout)
