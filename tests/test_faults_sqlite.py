@@ -135,6 +135,11 @@ def test_every_answered_increment_is_counted(crash: Crash) -> None:
     # Requests that failed did so only because the server went away:
     # connection errors, never an HTTP error status.
     assert {a.status for a in crash.answers} <= {200, None}
+    print(
+        f"\nworker SIGKILL: {len(crash.answers)} requests, {len(answered)} answered 200 "
+        f"(unique, max {max(answered)}), {len(crash.answers) - len(answered)} connection "
+        f"errors; the file kept {crash.stored}; integrity_check {crash.integrity}"
+    )
 
 
 def test_hypercorn_stops_all_workers_when_one_is_killed(crash: Crash) -> None:
