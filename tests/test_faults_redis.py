@@ -102,8 +102,8 @@ async def test_redis_killed_under_http_load_then_back(tmp_path: Path) -> None:
     assert sorted(after) == list(range(1, len(after) + 1))
     assert final.status == 200
     assert final.body["value"] == len(after)
-    # Without persistence the restarted Redis counts from 0 again, so every
-    # number of the new run was handed out once before the kill as well.
+    # Without persistence the restarted Redis counts from 0 again, so the new
+    # run hands out numbers that were already handed out before the kill.
     assert set(after) & set(values(a for a in everything if a.answered < killed))
 
     ok = sum(a.ok for a in answers)
