@@ -36,8 +36,9 @@ from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from qapp import sessions
+from qapp.apidoc import NoContent, document_response, errors
 from qapp.errors import APIError
-from qapp.state import get_store
+from qapp.state import StoreUnavailable, get_store
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -55,6 +56,12 @@ class Credentials(BaseModel):
 
     username: Annotated[str, Field(pattern=r"^[a-z0-9_]{3,32}$")]
     password: Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class UserAnswer(BaseModel):
+    """A user's name."""
+
+    username: str
 
 
 @dataclass(frozen=True)
@@ -89,23 +96,39 @@ async def warm_dummy_hash() -> None:
     await asyncio.to_thread(_dummy_hash)
 
 
-@bp.before_app_request
-async def load_user() -> None:
-    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
-    g.user = None
-    session = sessions.current()
+async def _session_user() -> User | None:
+    """The user the session names, if the session and the user record both exist."""
+    session = await sessions.load()
     name = session.get("user") if session.sid is not None else None
     if isinstance(name, str):
         record = await get_store("main").get(user_key(name))
         if isinstance(record, dict) and "password_hash" in record:
-            g.user = User(name)
+            return User(name)
+    return None
+
+
+@bp.before_app_request
+async def load_user() -> None:
+    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
+    g.user = None
+    g.user_unknown = False
+    try:
+        g.user = await _session_user()
+    except StoreUnavailable:
+        # Who the user is cannot be told now. Routes that do not care (the
+        # page, the race lab) still answer; login_required asks again and
+        # answers 503 if the store is still down, never a wrong 401.
+        g.user_unknown = True
 
 
 def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Guard a route: without a logged-in user it answers 401."""
+    """Guard a route: without a logged-in user it answers 401 (503 if that cannot be told)."""
 
     @functools.wraps(view)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        if g.get("user_unknown"):
+            g.user = await _session_user()
+            g.user_unknown = False
         if g.get("user") is None:
             raise APIError(401, "unauthorized", "log in first")
         return await view(*args, **kwargs)
@@ -119,6 +142,8 @@ def _taken(username: str) -> APIError:
 
 @bp.post("/register")
 @validate_request(Credentials)
+@document_response(UserAnswer, 201)
+@errors(409)
 async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
     store = get_store("main")
@@ -139,6 +164,8 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 
 @bp.post("/login")
 @validate_request(Credentials)
+@document_response(UserAnswer, 200)
+@errors(401)
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
     record = await get_store("main").get(user_key(data.username))
@@ -154,6 +181,7 @@ async def login(data: Credentials) -> dict[str, str]:
 
 
 @bp.post("/logout")
+@document_response(NoContent, 204)
 async def logout() -> tuple[str, int]:
     """End the session: deleted from the store, so a replayed cookie is dead."""
     await sessions.destroy()
@@ -162,6 +190,8 @@ async def logout() -> tuple[str, int]:
 
 
 @bp.get("/me")
+@document_response(UserAnswer, 200)
+@errors(401)
 @login_required
 async def me() -> dict[str, str]:
     """The logged-in user, from ``g.user``."""

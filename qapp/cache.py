@@ -12,10 +12,13 @@ indistinguishable from a missing key.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-from quart import Blueprint
-from quart_schema import validate_querystring
+from typing import Any
 
+from pydantic import BaseModel, RootModel
+from quart import Blueprint
+from quart_schema import document_request, validate_querystring
+
+from qapp.apidoc import NoContent, document_response
 from qapp.errors import APIError
 from qapp.state import JSONValue, get_store
 from qapp.validation import TTL, check_key, json_body
@@ -29,6 +32,17 @@ class CacheQuery(BaseModel):
     ttl: TTL | None = None
 
 
+class CacheValue(RootModel[Any]):
+    """Any JSON value, ``null`` included."""
+
+
+class CacheItem(BaseModel):
+    """A cached value and its key."""
+
+    key: str
+    value: Any
+
+
 def _store_key(key: str) -> str:
     return f"cache:{check_key(key)}"
 
@@ -40,6 +54,8 @@ def _not_found(key: str) -> APIError:
 # ``path`` so that a key with a slash is a 400 (bad key), not a 404.
 @bp.put("/<path:key>")
 @validate_querystring(CacheQuery)
+@document_request(CacheValue)
+@document_response(NoContent, 204)
 async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
     """Store the body at ``key`` for everyone, for ``ttl`` seconds if given."""
     store_key = _store_key(key)
@@ -49,6 +65,7 @@ async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
 
 
 @bp.get("/<path:key>")
+@document_response(CacheItem, 200)
 async def get(key: str) -> dict[str, JSONValue]:
     """The value at ``key``, or 404 if it is absent, deleted or expired."""
     item = await get_store("cache").get(_store_key(key))
@@ -58,6 +75,7 @@ async def get(key: str) -> dict[str, JSONValue]:
 
 
 @bp.delete("/<path:key>")
+@document_response(NoContent, 204)
 async def delete(key: str) -> tuple[str, int]:
     """Remove ``key``: 204, or 404 if there was nothing to remove."""
     if not await get_store("cache").delete(_store_key(key)):

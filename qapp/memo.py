@@ -35,8 +35,10 @@ import secrets
 import time
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Blueprint, current_app
 
+from qapp.apidoc import document_response
 from qapp.errors import APIError
 from qapp.state import Store, get_store
 from qapp.validation import check_key
@@ -50,6 +52,23 @@ DEFAULTS: dict[str, float] = {
     "MEMO_LEASE": 5.0,
     "MEMO_WAIT": 8.0,
 }
+
+
+class MemoValue(BaseModel):
+    """The expensive value: a digest of the key, who computed it and when."""
+
+    sha256: str
+    worker: int
+    computed_at: float
+
+
+class MemoAnswer(BaseModel):
+    """A memoised value; ``cached`` is false only in the answer that computed it."""
+
+    key: str
+    value: MemoValue
+    cached: bool
+    computations: int
 
 
 def _setting(name: str) -> float:
@@ -88,6 +107,7 @@ async def _compute_in_flight(store: Store, key: str, guard: str) -> dict[str, An
 
 
 @bp.get("/<path:key>")
+@document_response(MemoAnswer, 200)
 async def memo(key: str) -> dict[str, Any]:
     """The memoised value of ``key``, computed by one request across all workers."""
     check_key(key)

@@ -12,13 +12,32 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Blueprint, current_app
 
+from qapp import apidoc
 from qapp.counters import STRATEGIES, Strategy, WorkerCounters
 from qapp.errors import APIError
 from qapp.state import get_store
 
 bp = Blueprint("race", __name__)
+
+apidoc.path_parameter("name", {"type": "string", "enum": list(STRATEGIES)})
+
+
+class CounterAnswer(BaseModel):
+    """A counter's value, and the worker (pid) that answered."""
+
+    strategy: str
+    value: int
+    worker: int
+
+
+class CounterReset(CounterAnswer):
+    """A reset counter: ``scope`` is ``worker`` (this worker's own) or ``shared``."""
+
+    scope: str
+
 
 #: Where each worker keeps its :class:`WorkerCounters` in ``app.extensions``.
 EXTENSION = "qapp.counters"
@@ -49,6 +68,7 @@ def _answer(strategy: Strategy, value: int) -> dict[str, Any]:
 
 
 @bp.post("/counter/<name>")
+@apidoc.document_response(CounterAnswer, 200)
 async def increment(name: str) -> dict[str, Any]:
     """Increment the counter with this strategy and answer this request's number."""
     strategy = _strategy(name)
@@ -56,6 +76,7 @@ async def increment(name: str) -> dict[str, Any]:
 
 
 @bp.get("/counter/<name>")
+@apidoc.document_response(CounterAnswer, 200)
 async def current(name: str) -> dict[str, Any]:
     """Answer the counter's current value as this worker sees it."""
     strategy = _strategy(name)
@@ -63,6 +84,7 @@ async def current(name: str) -> dict[str, Any]:
 
 
 @bp.delete("/counter/<name>")
+@apidoc.document_response(CounterReset, 200)
 async def reset(name: str) -> dict[str, Any]:
     """Reset the counter to 0 and say whether that was this worker's or the shared one."""
     strategy = _strategy(name)

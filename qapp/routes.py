@@ -5,15 +5,35 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Blueprint, Response, current_app, jsonify
 
+from qapp.apidoc import document_response
 from qapp.errors import RETRY_AFTER
 from qapp.state import AppState, StoreUnavailable
 
 bp = Blueprint("health", __name__)
 
 
+class HealthAnswer(BaseModel):
+    """Every store answers; ``warning`` says when the store is this worker's own."""
+
+    status: str
+    worker: int
+    store: str
+    warning: str | None = None
+
+
+class HealthDown(HealthAnswer):
+    """A store cannot be reached: the health answer with an error code and message."""
+
+    error: str
+    message: str
+
+
 @bp.get("/health")
+@document_response(HealthAnswer, 200)
+@document_response(HealthDown, 503)
 async def health() -> tuple[Response, int, dict[str, str]] | dict[str, Any]:
     """Answer 200 if every configured store answers, else a JSON 503."""
     state: AppState = current_app.extensions["qapp"]

@@ -94,7 +94,9 @@ class _Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ServerError(f"{self.name} exited early:\n{_tail(self.log_path)}")
+                log = _tail(self.log_path)
+                self.stop()
+                raise ServerError(f"{self.name} exited early:\n{log}")
             if check():
                 return
             time.sleep(0.05)
@@ -201,7 +203,8 @@ class HypercornServer(_Process):
     """qapp served by real hypercorn worker processes from the repository's config.
 
     ``env`` is added to the current environment (``QAPP_STORE_URL`` and so
-    on). The bind address and worker count given here override the config.
+    on). The bind address, worker count and ``keep_alive`` (seconds an idle
+    connection stays open) given here override the config.
     """
 
     name = "hypercorn"
@@ -214,6 +217,7 @@ class HypercornServer(_Process):
         port: int | None = None,
         config: Path | None = None,
         app: str = "qapp.asgi:app",
+        keep_alive: int | None = None,
     ) -> None:
         super().__init__()
         self.workers = workers
@@ -221,6 +225,7 @@ class HypercornServer(_Process):
         self.env = dict(env or {})
         self.config = config or REPO_CONFIG
         self.app = app
+        self.keep_alive = keep_alive
         self._seen: set[int] = set()
 
     @property
@@ -231,7 +236,10 @@ class HypercornServer(_Process):
         argv = [sys.executable, "-m", "hypercorn"]
         if self.config.exists():
             argv += ["--config", str(self.config)]
-        argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), self.app]
+        argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        if self.keep_alive is not None:
+            argv += ["--keep-alive", str(int(self.keep_alive))]
+        argv.append(self.app)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         # A restart has new workers: the pids seen before must not count.
         self._seen = set()

@@ -18,9 +18,11 @@ cookie it set. ``GET`` never creates a session.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from quart import Blueprint, current_app
 
 from qapp import sessions
+from qapp.apidoc import document_response
 from qapp.state import get_store
 
 bp = Blueprint("session_counter", __name__, url_prefix="/session/counter")
@@ -28,7 +30,14 @@ bp = Blueprint("session_counter", __name__, url_prefix="/session/counter")
 COUNTER = sessions.scoped("counter")
 
 
+class SessionCounter(BaseModel):
+    """This client's counter."""
+
+    counter: int
+
+
 @bp.get("")
+@document_response(SessionCounter, 200)
 async def read() -> dict[str, int]:
     """This client's counter; 0 if it has none yet."""
     key = await sessions.scoped_key(COUNTER, create=False)
@@ -46,18 +55,21 @@ async def _add(delta: int) -> dict[str, int]:
 
 
 @bp.post("/inc")
+@document_response(SessionCounter, 200)
 async def inc() -> dict[str, int]:
     """Add one to this client's counter, atomically in the session store."""
     return await _add(1)
 
 
 @bp.post("/dec")
+@document_response(SessionCounter, 200)
 async def dec() -> dict[str, int]:
     """Subtract one from this client's counter, atomically in the session store."""
     return await _add(-1)
 
 
 @bp.post("/reset")
+@document_response(SessionCounter, 200)
 async def reset() -> dict[str, int]:
     """Set this client's counter to 0."""
     key = await sessions.scoped_key(COUNTER, create=True)

@@ -32,7 +32,9 @@ Rules:
 
 The store is read in a ``before_request`` hook, not in ``open_session``:
 Quart opens the session before its error handlers apply, so a store that is
-down would there be a bare 500; in the hook it is the usual JSON 503.
+down would there be a bare 500. If the store is down the hook leaves the
+session unloaded, and only routes that need it fail, with the usual JSON 503,
+when they load it themselves.
 """
 
 from __future__ import annotations
@@ -53,7 +55,15 @@ from quart.wrappers import BaseRequestWebsocket
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from qapp.errors import RETRY_AFTER
-from qapp.state import ConfigurationError, Store, StoreError, check_ttl, dumps, get_store
+from qapp.state import (
+    ConfigurationError,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    check_ttl,
+    dumps,
+    get_store,
+)
 
 __all__ = [
     "ServerSession",
@@ -349,4 +359,11 @@ def init_app(app: Quart) -> None:
     @app.before_request
     async def load_session() -> None:
         # Only a cookie with a good signature costs a store read.
-        await load()
+        try:
+            await load()
+        except StoreUnavailable:
+            # Not every route needs the session: the page, /health and the
+            # process-local counters still answer. A route that does need it
+            # calls load() (or ensure()) again, which retries the store and
+            # answers 503 if it is still down.
+            log.debug("session store unavailable; session not loaded")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -104,9 +105,14 @@ class InvalidValue(StoreError, ValueError):
 def dumps(value: JSONValue) -> str:
     """Encode ``value`` as compact JSON, refusing anything JSON cannot hold."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # A lone surrogate ("\ud800") passes json.dumps but is no UTF-8: SQLite
+        # and Redis failed on it (as a 503 and a 500) while memory kept it.
+        # Refused here, every backend refuses it alike.
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidValue(f"value is not JSON: {exc}") from exc
+    return text
 
 
 def loads(raw: str | bytes) -> JSONValue:
@@ -148,6 +154,8 @@ class Store(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # Releases of locks that cancelled waiters took; see _attempt.
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     @property
     def name(self) -> str:
@@ -237,12 +245,36 @@ class Store(abc.ABC):
     async def _release(self, name: str, token: str) -> None:
         raise NotImplementedError
 
+    async def _attempt(self, name: str, token: str, lease: float) -> bool:
+        """One try at the lock that a cancelled waiter cannot leave half done.
+
+        A waiter is cancelled when its client goes away. By then its acquire
+        may already be on its way to the store, and may still take the lock
+        for nobody: every other waiter would sit out the lease. So the try
+        runs to its end regardless, and a lock it took is given back.
+        """
+        attempt = asyncio.ensure_future(self._try_acquire(name, token, lease))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(functools.partial(self._give_back, name, token))
+            raise
+
+    def _give_back(self, name: str, token: str, attempt: asyncio.Future[bool]) -> None:
+        if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
+            return
+        release = asyncio.ensure_future(self._release(name, token))
+        # Keep a reference until it is done, and never leave its error unread.
+        self._giving_back.add(release)
+        release.add_done_callback(self._giving_back.discard)
+        release.add_done_callback(lambda task: task.cancelled() or task.exception())
+
     @contextlib.asynccontextmanager
     async def _polling_lock(self, name: str, lease: float, wait: float) -> AsyncIterator[None]:
         token = secrets.token_hex(16)
         deadline = time.monotonic() + wait
         delay = 0.001
-        while not await self._try_acquire(name, token, lease):
+        while not await self._attempt(name, token, lease):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s")
@@ -365,7 +397,11 @@ class MemoryStore(Store):
         self._locks[name] = (lock, users + 1)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), wait)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancel that lands as the lock is granted. A free lock is taken
+                # without suspending, so even wait=0 gets it.
+                async with asyncio.timeout(wait):
+                    await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
             try:

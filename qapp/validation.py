@@ -9,7 +9,8 @@ input                                                  status  ``error``
 body over ``MAX_CONTENT_LENGTH`` (64 KiB)              413     request_entity_too_large
 body on POST/PUT/PATCH/DELETE that is not JSON         415     unsupported_media_type
 body that does not parse (or holds NaN, ±Infinity,     400     invalid_json
-numbers too big for a float, or nests too deeply)
+numbers too big for a float, a lone surrogate, or
+nests deeper than ``MAX_DEPTH``)
 body or query that fails its quart-schema model        400     invalid_body / invalid_query
 a key outside ``[A-Za-z0-9._:-]{1,200}``               400     invalid_key
 =====================================================  ======  ===================
@@ -35,10 +36,12 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from qapp import apidoc
 from qapp.errors import APIError, error_response
 
 __all__ = [
     "KEY_PATTERN",
+    "MAX_DEPTH",
     "MAX_TTL",
     "TTL",
     "StrictJSONProvider",
@@ -58,8 +61,20 @@ MAX_TTL = 365 * 24 * 3600.0
 #: A ``ttl`` as models spell it: a positive, finite number of seconds.
 TTL = Annotated[float, Field(gt=0, le=MAX_TTL, allow_inf_nan=False)]
 
+#: The deepest nesting of arrays and objects a body may have. Python's own
+#: limit (about 980 levels in a request) depends on the stack in use: a body
+#: just under it parsed, then failed as a 500 when it was stored or answered,
+#: one or two levels deeper. A fixed limit far below it answers alike everywhere.
+MAX_DEPTH = 100
+
 #: Methods whose body, if any, must be JSON.
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+apidoc.path_parameter(
+    "key",
+    {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$", "minLength": 1, "maxLength": 200},
+)
 
 
 def check_key(key: str) -> str:
@@ -71,6 +86,31 @@ def check_key(key: str) -> str:
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
+
+
+def _check_tree(value: Any) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and strings that are not UTF-8.
+
+    ``json.loads`` turns ``"\\ud800"`` into a lone surrogate, which no UTF-8
+    store can keep (SQLite answered it as a 503, Redis as a 500). Iterative,
+    so a deep value cannot exhaust the stack here either.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone surrogate, which is not text") from None
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
 
 
 def _finite_float(text: str) -> float:
@@ -95,9 +135,11 @@ class StrictJSONProvider(DefaultJSONProvider):
         kwargs.setdefault("parse_constant", _reject_constant)
         kwargs.setdefault("parse_float", _finite_float)
         try:
-            return super().loads(s, **kwargs)
+            value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        _check_tree(value)
+        return value
 
     @staticmethod
     def default(o: Any) -> Any:
@@ -172,10 +214,15 @@ def init_app(app: Quart) -> None:
         redoc_ui_path=None,
         scalar_ui_path=None,
         conversion_preference="pydantic",
+        openapi_provider_class=apidoc.Provider,
     )
     # After QuartSchema, which installs a provider of its own.
     app.json = StrictJSONProvider(app)
     app.request_class = StrictRequest
+    # werkzeug answers "/cache//k" with a redirect to "/cache/k": another
+    # key's data, and a 308 makes a client repeat a PUT there. A path is
+    # matched as sent; one that matches no route is a 404.
+    app.url_map.merge_slashes = False
     app.before_request(check_body)
 
     @app.errorhandler(RequestSchemaValidationError)

@@ -108,6 +108,9 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("GET", "/cache/a$b", {}, 400, "invalid_key"),
     ("DELETE", "/cache/a*", {}, 400, "invalid_key"),
     ("PUT", "/cache/", {"json": 1}, 404, "not_found"),
+    # Not merged into "/cache/k" (werkzeug's 308 redirect to another key).
+    ("PUT", "/cache//k", {"json": 1}, 404, "not_found"),
+    ("PUT", "/cache/a//k", {"json": 1}, 400, "invalid_key"),
     # bad ttls
     ("PUT", "/cache/k?ttl=0", {"json": 1}, 400, "invalid_query"),
     ("PUT", "/cache/k?ttl=-1", {"json": 1}, 400, "invalid_query"),
@@ -127,6 +130,11 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("PUT", "/cache/k", {"content": "[Infinity]", "headers": JSON}, 400, "invalid_json"),
     ("PUT", "/cache/k", {"content": "1e400", "headers": JSON}, 400, "invalid_json"),
     ("PUT", "/cache/k", {"content": DEEP, "headers": JSON}, 400, "invalid_json"),
+    # Deep enough to parse, then (before the depth limit) a 500 when stored.
+    ("PUT", "/cache/k", {"content": "[" * 979 + "]" * 979, "headers": JSON}, 400, "invalid_json"),
+    ("PUT", "/cache/k", {"content": "[" * 101 + "]" * 101, "headers": JSON}, 400, "invalid_json"),
+    # A lone surrogate: was a 503 on SQLite and a 500 on Redis.
+    ("PUT", "/cache/k", {"content": '["\\ud800"]', "headers": JSON}, 400, "invalid_json"),
     ("PUT", "/cache/k", {"content": b"\"\xff\"", "headers": JSON}, 400, "invalid_json"),
     ("PUT", "/cache/k", {"content": "1 2", "headers": JSON}, 400, "invalid_json"),
     ("PUT", "/cache/k", {"content": "1", "headers": {"content-type": "text/plain"}}, 415, None),

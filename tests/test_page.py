@@ -56,3 +56,12 @@ async def test_unknown_page_file_is_json_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/static/no-such-file.js")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+async def test_overlong_static_file_name_is_a_json_404(client: httpx.AsyncClient) -> None:
+    """A static file name longer than the file system allows is a JSON 404, not a 500."""
+    for name in ["a" * 300, "a/" + "b" * 5000 + ".js"]:
+        response = await client.get(f"/static/{name}")
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+    assert (await client.get("/static/page.js")).status_code == 200

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import stat
+import string
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
+from itsdangerous import URLSafeSerializer
 from quart import Quart, session
 
 from qapp import create_app, sessions
@@ -45,16 +50,30 @@ async def test_cookie_is_a_signed_random_id_httponly_samesite(
     assert keys == {f"session:{sid}", f"session:{sid}:counter"}
 
 
-async def test_ids_are_unique_per_client(client: httpx.AsyncClient, app: Quart) -> None:
-    """Twenty new clients get twenty different ids."""
-    transport = client._transport
-    ids = set()
-    for _ in range(20):
-        async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as fresh:
-            cookie = cookie_of(await fresh.post("/session/counter/inc"))
-            assert cookie is not None
-            ids.add(_sid(app, cookie))
-    assert len(ids) == 20
+async def test_ids_are_unique_and_carry_at_least_128_bits(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """300 new clients get 300 distinct 43-character url-safe ids that look uniformly random."""
+    assert sessions.ID_BYTES * 8 >= 128
+    ids = []
+    for _ in range(300):
+        client.cookies.clear()
+        cookie = cookie_of(await client.post("/session/counter/inc"))
+        assert cookie is not None
+        ids.append(_sid(app, cookie))
+    assert len(set(ids)) == len(ids)
+    alphabet = set(string.ascii_letters + string.digits + "-_")
+    assert all(len(sid) == 43 and set(sid) <= alphabet for sid in ids)
+    # 32 random bytes fill 42 characters with 6 bits each (the 43rd holds 4 bits).
+    # Pooled over 12,600 characters, a uniform source shows about 6 bits per
+    # character; a counter, a timestamp or a narrow alphabet would show far less.
+    counts = Counter(c for sid in ids for c in sid[:42])
+    total = sum(counts.values())
+    bits_per_char = -sum(n / total * math.log2(n / total) for n in counts.values())
+    assert len(counts) == 64
+    assert bits_per_char * 42 >= 240  # ≥ 128 with a wide margin
+    # Every position varies: no fixed prefix or suffix.
+    assert all(len({sid[i] for sid in ids}) > 32 for i in range(42))
 
 
 async def test_session_data_is_json_in_the_store(client: httpx.AsyncClient, app: Quart) -> None:
@@ -232,9 +251,17 @@ async def test_junk_cookies_are_new_clients(client: httpx.AsyncClient, value: by
 
 
 def test_secret_key_file_is_private_to_owner(tmp_path: Path) -> None:
-    """The generated key that signs ids is readable by its owner only."""
-    create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
-    assert os.stat(tmp_path / "secret_key").st_mode & 0o077 == 0
+    """The generated key that signs ids is mode 0600, even under a umask that allows all."""
+    old_umask = os.umask(0)
+    try:
+        create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
+    finally:
+        os.umask(old_umask)
+    info = os.stat(tmp_path / "secret_key")
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == os.getuid()
+    # No temporary candidate is left behind for others to read.
+    assert [p.name for p in tmp_path.iterdir() if "secret" in p.name] == ["secret_key"]
 
 
 async def test_dict_changes_without_save_are_saved_at_the_end(app: Quart) -> None:
@@ -271,3 +298,126 @@ async def test_unsaved_change_with_store_down_is_503(tmp_path: Path) -> None:
     assert_json_error(response, 503, "store_unavailable")
     assert response.headers["retry-after"] == "1"
     assert cookie_of(response) is None
+
+
+async def _victim(client: httpx.AsyncClient, app: Quart) -> tuple[str, str]:
+    """Register and log in a user with a counter of 3; return its cookie and session id."""
+    creds = {"username": "victim", "password": "victim-password"}
+    await client.post("/auth/register", json=creds)
+    cookie = cookie_of(await client.post("/auth/login", json=creds))
+    assert cookie is not None
+    for _ in range(3):
+        await client.post("/session/counter/inc")
+    return cookie, _sid(app, cookie)
+
+
+def _bad_cookie(kind: str, app: Quart, cookie: str, sid: str) -> str:
+    """A cookie an attacker could present, made from the victim's cookie and id."""
+    if kind == "forged":
+        # A made-up id with a made-up signature, in the right shape.
+        return URLSafeSerializer("guessed key", salt=sessions.SALT).dumps("f" * 43)
+    if kind == "cross_signed":
+        # The victim's real id, validly signed, but under another secret key.
+        return URLSafeSerializer("another app's key", salt=sessions.SALT).dumps(sid)
+    if kind == "other_salt":
+        # The right key, but a signature made for something else than a session id.
+        return URLSafeSerializer(app.secret_key, salt="cookie-session").dumps(sid)  # type: ignore[arg-type]
+    if kind.startswith("truncated"):
+        return cookie[: int(kind.removeprefix("truncated"))]
+    if kind == "payload_swapped":
+        # The victim's signature on another id.
+        signature = cookie.rpartition(".")[2]
+        other = URLSafeSerializer("x", salt=sessions.SALT).dumps("g" * 43).rpartition(".")[0]
+        return f"{other}.{signature}"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "forged",
+        "cross_signed",
+        "other_salt",
+        "payload_swapped",
+        "truncated1",
+        "truncated20",
+        "truncated45",
+        "truncated-1",
+    ],
+)
+async def test_bad_cookies_are_rejected_never_adopted(
+    client: httpx.AsyncClient, app: Quart, kind: str
+) -> None:
+    """Forged, cross-signed, re-salted and cut cookies are a new client; the victim is untouched."""
+    cookie, sid = await _victim(client, app)
+    bad = _bad_cookie(kind, app, cookie, sid)
+    assert bad != cookie
+    before = await snapshot(app)
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as evil:
+        evil.cookies.set("session", bad)
+        assert_json_error(await evil.get("/auth/me"), 401, "unauthorized")
+        assert (await evil.get("/session/counter")).json() == {"counter": 0}
+        assert await snapshot(app) == before  # reading planted nothing
+        response = await evil.post("/session/counter/inc")
+    assert response.json() == {"counter": 1}
+    fresh = cookie_of(response)
+    assert fresh is not None
+    assert _sid(app, fresh) not in {sid, "f" * 43, "g" * 43}
+    # The victim is still logged in with the counter it had.
+    assert (await client.get("/auth/me")).json() == {"username": "victim"}
+    assert (await client.get("/session/counter")).json() == {"counter": 3}
+    assert _session_keys(await snapshot(app)) == {
+        f"session:{sid}",
+        f"session:{sid}:counter",
+        f"session:{_sid(app, fresh)}",
+        f"session:{_sid(app, fresh)}:counter",
+    }
+
+
+async def test_cookie_replayed_after_logout_is_dead(client: httpx.AsyncClient, app: Quart) -> None:
+    """A cookie copied before logout is a new client afterwards: 401, counter 0, never revived."""
+    cookie, sid = await _victim(client, app)
+    assert (await client.post("/auth/logout")).status_code == 204
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as replay:
+        replay.cookies.set("session", cookie)
+        assert_json_error(await replay.get("/auth/me"), 401, "unauthorized")
+        assert (await replay.get("/session/counter")).json() == {"counter": 0}
+        response = await replay.post("/session/counter/inc")
+        assert response.json() == {"counter": 1}
+        fresh = cookie_of(response)
+        assert fresh is not None
+        assert _sid(app, fresh) != sid
+        # Logging out again with the dead cookie is harmless.
+        replay.cookies.clear()
+        replay.cookies.set("session", cookie)
+        assert (await replay.post("/auth/logout")).status_code == 204
+    keys = _session_keys(await snapshot(app))
+    assert not any(key.startswith(f"session:{sid}") for key in keys)
+
+
+async def test_every_login_issues_a_new_id(client: httpx.AsyncClient, app: Quart) -> None:
+    """Each login, also a second one while logged in, moves the session to a new id."""
+    _, first = await _victim(client, app)
+    creds = {"username": "victim", "password": "victim-password"}
+    again = cookie_of(await client.post("/auth/login", json=creds))
+    assert again is not None
+    second = _sid(app, again)
+    assert second != first
+    assert (await client.get("/session/counter")).json() == {"counter": 3}
+    keys = _session_keys(await snapshot(app))
+    assert keys == {f"session:{second}", f"session:{second}:counter"}
+
+
+async def test_session_store_down_fails_only_routes_that_need_it(tmp_path: Path) -> None:
+    """With the session store down, a client with a session cookie still gets the page,
+    /counter/unsafe and /openapi.json; session routes and /auth/me answer a JSON 503."""
+    async with client_with_dead_store(tmp_path, SESSION_STORE_URL="dead") as (app, c):
+        async with app.app_context():
+            signed = sessions.StoreSessionInterface().serializer(app).dumps("A" * 43)
+        c.cookies.set("session", signed)
+        assert (await c.get("/")).status_code == 200
+        assert (await c.get("/openapi.json")).status_code == 200
+        assert (await c.post("/counter/unsafe")).status_code == 200
+        assert_json_error(await c.get("/session/counter"), 503, "store_unavailable")
+        assert_json_error(await c.post("/session/counter/inc"), 503, "store_unavailable")
+        assert_json_error(await c.get("/auth/me"), 503, "store_unavailable")

@@ -40,7 +40,9 @@ class TestValues:
             await store.set(key, i)
         assert [await store.get(key) for key in keys] == list(range(len(keys)))
 
-    @pytest.mark.parametrize("bad", [object(), {1, 2}, math.nan, math.inf, b"bytes"])
+    @pytest.mark.parametrize(
+        "bad", [object(), {1, 2}, math.nan, math.inf, b"bytes", "\ud800", {"k\udfff": 1}]
+    )
     async def test_non_json_refused(self, store: Store, bad: object) -> None:
         """A value JSON cannot hold is refused with InvalidValue and stores nothing."""
         with pytest.raises(InvalidValue):
@@ -207,6 +209,13 @@ class TestLock:
         async with store.lock("l", timeout=5):
             with pytest.raises(LockTimeout):
                 async with store.lock("l", timeout=5, wait=0.2):
+                    pytest.fail("acquired a lock that is held")
+
+    async def test_wait_zero_takes_a_free_lock_only(self, store: Store) -> None:
+        """wait=0 acquires a free lock at once and fails at once on a held one."""
+        async with store.lock("l", wait=0):
+            with pytest.raises(LockTimeout):
+                async with store.lock("l", wait=0):
                     pytest.fail("acquired a lock that is held")
 
     async def test_lock_released_on_error(self, store: Store) -> None:

@@ -30,7 +30,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer
     """4 hypercorn workers on the default SQLite store, with a key they generate themselves."""
     instance: Path = tmp_path_factory.mktemp("instance")
     env = {"QAPP_INSTANCE_PATH": str(instance), "QAPP_STORE_URL": "", "QAPP_SECRET_KEY": ""}
-    with HypercornServer(workers=WORKERS, env=env) as running:
+    # `pinned` opens its connections one by one and uses them afterwards; on a
+    # busy machine that can take longer than the config's 5 s keep-alive, and a
+    # connection the server has closed meanwhile fails its request.
+    with HypercornServer(workers=WORKERS, env=env, keep_alive=120) as running:
         yield running
 
 

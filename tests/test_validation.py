@@ -6,17 +6,31 @@ import httpx
 import pytest
 from quart import Quart
 
-from qapp.validation import KEY_PATTERN, StrictJSONProvider
+from qapp.validation import KEY_PATTERN, MAX_DEPTH, StrictJSONProvider
 from tests.storedump import assert_json_error
 
 
 def test_strict_json_refuses_what_stores_cannot_keep(app: Quart) -> None:
     """NaN, Infinity, overflowing numbers and too-deep nesting are ValueErrors, not values."""
     provider = StrictJSONProvider(app)
-    for text in ["NaN", "[-Infinity]", '{"a": 1e400}', "[" * 5000 + "]" * 5000]:
+    too_deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    for text in ["NaN", "[-Infinity]", '{"a": 1e400}', "[" * 5000 + "]" * 5000, too_deep]:
         with pytest.raises(ValueError, match=r"."):
             provider.loads(text)
     assert provider.loads('{"a": [1.5, null, "x"]}') == {"a": [1.5, None, "x"]}
+    deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert provider.loads(deepest) is not None
+
+
+@pytest.mark.parametrize(
+    "text", ['"\\ud800"', '["a\\udfffb"]', '{"\\udbff": 1}', '"\\udc00\\ud800"']
+)
+def test_strict_json_refuses_lone_surrogates(app: Quart, text: str) -> None:
+    """Escaped lone surrogates parse in Python but are not text a store can keep: refused."""
+    with pytest.raises(ValueError, match="surrogate"):
+        StrictJSONProvider(app).loads(text)
+    # A proper pair is one character, and fine.
+    assert StrictJSONProvider(app).loads('"\\ud83d\\ude00"') == "\U0001f600"
 
 
 def test_key_pattern() -> None:
@@ -57,7 +71,7 @@ async def test_body_on_get_is_ignored(client: httpx.AsyncClient) -> None:
 
 
 async def test_openapi_describes_the_routes(client: httpx.AsyncClient) -> None:
-    """/openapi.json lists every route group and the auth request schema."""
+    """/openapi.json lists every route group, its answers, the auth body and the key rule."""
     response = await client.get("/openapi.json")
     assert response.status_code == 200
     spec = response.json()
@@ -79,6 +93,15 @@ async def test_openapi_describes_the_routes(client: httpx.AsyncClient) -> None:
     assert body["schema"]
     ttl = [p for p in paths["/cache/{key}"]["put"]["parameters"] if p["name"] == "ttl"]
     assert ttl
+    # Every operation lists its answers: a success and the JSON errors every route can give.
+    for operations in paths.values():
+        for operation in operations.values():
+            statuses = set(operation["responses"])
+            assert statuses & {"200", "201", "204"}, operation["operationId"]
+            assert {"400", "413", "503"} <= statuses, operation["operationId"]
+    (key,) = [p for p in paths["/cache/{key}"]["get"]["parameters"] if p["name"] == "key"]
+    assert key["schema"]["pattern"] == f"^{KEY_PATTERN.pattern}$"
+    assert paths["/cache/{key}"]["put"]["requestBody"]["required"] is True
 
 
 async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:

@@ -12,6 +12,10 @@ are busy, and a command that fails on a broken connection (Redis restarted)
 is retried once on a fresh one, so a restart costs one retry rather than a
 burst of 503s. Every other failure surfaces as the project's own error.
 
+Increments of one key that overlap in one worker go out as one INCRBY of
+their sum, and each caller gets its own number from the range it returns
+(:mod:`qapp.coalesce`).
+
 Keys are stored under ``qapp:k:`` and locks under ``qapp:l:``, so data and
 locks never collide.
 """
@@ -32,6 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
+from qapp.coalesce import IncrBatcher
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
@@ -97,6 +102,7 @@ class RedisStore(Store):
         self._slots: asyncio.Semaphore | None = None
         self._incr: AsyncScript | None = None
         self._unlock: AsyncScript | None = None
+        self._incr_batches = IncrBatcher(self._incrby)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -141,6 +147,7 @@ class RedisStore(Store):
             self._slots.release()
 
     async def close(self) -> None:
+        await self._incr_batches.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -183,6 +190,10 @@ class RedisStore(Store):
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         delta, ttl = check_delta(delta), check_ttl(ttl)
+        # Concurrent increments of one key in this worker share one INCRBY.
+        return await self._incr_batches.incr(key, delta, ttl)
+
+    async def _incrby(self, key: str, delta: int, ttl: float | None) -> int:
         async with self._command() as client:
             if ttl is None:
                 # Plain INCRBY: one round trip, no script.

@@ -1,0 +1,151 @@
+"""The ``python -m bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.report import RESULTS, write
+from bench.routes import ROUTES
+from bench.runner import Settings, StoreName, run, say
+from bench.targets import evaluate
+from bench.wrk import BenchError, wrk_binary
+from qapp.servers import ServerError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    values = tuple(int(part) for part in text.split(",") if part.strip())
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"want positive integers like 1,2, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = Settings()
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark qapp's routes against its own ceiling and a Flask + gunicorn "
+        "peer, in one run, with wrk. Starts and stops its own servers on free loopback ports.",
+    )
+    p.add_argument(
+        "-d",
+        "--duration",
+        type=float,
+        default=defaults.duration,
+        help="seconds of measured load per route (default %(default)s)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=defaults.warmup,
+        help="seconds of unmeasured load first; 0 for none (default %(default)s)",
+    )
+    p.add_argument(
+        "-c",
+        "--connections",
+        type=int,
+        default=defaults.connections,
+        help="wrk connections for every route (default %(default)s)",
+    )
+    p.add_argument(
+        "--high-connections",
+        type=int,
+        default=defaults.high_connections,
+        help="connections for the second run of /health and the atomic counter; "
+        "0 skips it (default %(default)s)",
+    )
+    p.add_argument(
+        "-w",
+        "--workers",
+        type=_ints,
+        default=defaults.workers,
+        help="worker counts, comma-separated (default 1,2)",
+    )
+    p.add_argument(
+        "--stores",
+        type=_names,
+        default=defaults.stores,
+        help="stores for qapp: sqlite,redis (default both)",
+    )
+    p.add_argument(
+        "-r",
+        "--routes",
+        type=_names,
+        default=defaults.routes,
+        help=f"routes, comma-separated, from: {', '.join(ROUTES)} (default all)",
+    )
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="wrk threads (default %(default)s)",
+    )
+    p.add_argument(
+        "--peer-threads",
+        type=int,
+        default=defaults.peer_threads,
+        help="gunicorn gthread threads per worker (default %(default)s)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=defaults.repeat,
+        help="rounds over every route; each cell reports its median (default %(default)s)",
+    )
+    p.add_argument("--no-peer", action="store_true", help="skip the Flask + gunicorn peer")
+    p.add_argument("--no-ceilings", action="store_true", help="skip the store ceilings")
+    p.add_argument("--no-chart", action="store_true", help="write JSON and Markdown only")
+    p.add_argument(
+        "-o", "--out", type=Path, default=RESULTS, help="output directory (default bench/results)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when it ran (whether or not targets were met)."""
+    args = parser().parse_args(argv)
+    bad = [s for s in args.stores if s not in ("sqlite", "redis")]
+    if bad:
+        parser().error(f"unknown stores {bad}; known: sqlite, redis")
+    stores: tuple[StoreName, ...] = tuple(
+        "sqlite" if s == "sqlite" else "redis" for s in args.stores
+    )
+    settings = Settings(
+        workers=args.workers,
+        stores=stores,
+        routes=args.routes,
+        connections=args.connections,
+        high_connections=args.high_connections,
+        duration=args.duration,
+        warmup=args.warmup,
+        threads=args.threads,
+        peer=not args.no_peer,
+        peer_threads=args.peer_threads,
+        ceilings=not args.no_ceilings,
+        repeat=max(1, args.repeat),
+    )
+    try:
+        wrk_binary()
+        result = run(settings)
+        paths = write(result, args.out, with_chart=not args.no_chart)
+    except (BenchError, ServerError) as exc:
+        say(f"bench: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("bench: interrupted; every server it started has been stopped")
+        return 130
+    print(f"\nTargets (ratios from this run, {result.seconds:g} s):")
+    for t in evaluate(result):
+        met = {True: "met", False: "MISSED", None: "not measured"}[t.met]
+        value = "n/a" if t.measured is None else f"{t.measured:.2f}"
+        print(f"  [{met:^12}] {t.name:<52} {t.setting:<38} {value:>6} (goal {t.goal})")
+        if t.detail and t.met is not True:
+            print(f"  {'':14} {t.detail}")
+    print("\nWrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

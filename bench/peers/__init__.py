@@ -1,0 +1,1 @@
+"""What qapp's users would otherwise run: a synchronous Flask app under gunicorn."""

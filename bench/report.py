@@ -1,0 +1,227 @@
+"""Write one run's results: ``results.json``, ``results.md`` and ``results.png``.
+
+The JSON holds everything (settings, machine, versions, every measurement,
+the ceilings and the targets); the Markdown table and the chart are views
+of it, and the README embeds both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.runner import Measurement, Run
+from bench.targets import Target, evaluate
+from bench.wrk import wrk_version
+from qapp.servers import redis_server_binary
+
+#: Default output directory, inside the ``bench`` package.
+RESULTS = Path(__file__).with_name("results")
+PACKAGES = ("quart", "hypercorn", "uvloop", "aiosqlite", "redis", "flask", "gunicorn")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _redis_version() -> str:
+    proc = subprocess.run(
+        [redis_server_binary(), "--version"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """Where the run happened: CPU, cores, OS, Python and the tools' versions."""
+    return {
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "wrk": wrk_version(),
+        "redis_server": _redis_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def _measurement(m: Measurement) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "server": m.server,
+        "workers": m.workers,
+        "store": m.store,
+        "route": m.route,
+        "label": m.label,
+        "connections": m.connections,
+        "available": m.result is not None,
+    }
+    if m.result is None:
+        row["unavailable"] = m.unavailable
+    else:
+        # The median round's numbers, then every round's req/s and failures.
+        row.update(dataclasses.asdict(m.result))
+        row["rounds_rps"] = [r.rps for r in m.runs]
+        row["rounds_spread"] = m.spread
+        # Failures count over every round, not just the median one.
+        row["non_2xx"] = sum(r.non_2xx for r in m.runs)
+        row["warmup_failed_all_rounds"] = sum(r.warmup_failed for r in m.runs)
+        row["socket_errors_all_rounds"] = (
+            m.failed - row["non_2xx"] - row["warmup_failed_all_rounds"]
+        )
+    return row
+
+
+def to_dict(run: Run, targets: list[Target]) -> dict[str, Any]:
+    """The whole run as plain JSON-ready data."""
+    started = datetime.datetime.fromtimestamp(run.started, datetime.UTC)
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": run.seconds,
+        "settings": dataclasses.asdict(run.settings),
+        "machine": machine(),
+        "measurements": [_measurement(m) for m in run.measurements],
+        "ceilings": [dataclasses.asdict(c) for c in run.ceilings],
+        "targets": [dataclasses.asdict(t) for t in targets],
+    }
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The run as Markdown: settings, a table of routes, ceilings and targets."""
+    s, mach = data["settings"], data["machine"]
+    lines = [
+        f"Run {data['started']} on {mach['cores']} cores ({mach['cpu']}), {mach['os']}, "
+        f"Python {mach['python']}; {mach['wrk']}; {mach['redis_server'].split(' sha')[0]}.",
+        f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
+        f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
+        "round, and the servers of one worker count run each route back to back. "
+        "qapp: hypercorn with the repository's hypercorn.toml "
+        f"(uvloop workers). Peer: Flask on gunicorn gthread, {s['peer_threads']} threads "
+        "per worker, redis-py sync client.",
+        "",
+        "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
+        "| server CPU ms/req | non-2xx |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in data["measurements"]:
+        name = "qapp" if m["server"] == "qapp" else "Flask peer"
+        head = f"| {name} | {m['workers']} | {m['store']} | `{m['label']}` | {m['connections']} "
+        if not m["available"]:
+            lines.append(head + f"| unavailable: {m['unavailable']} | | | | |")
+            continue
+        errors, warm = m["socket_errors_all_rounds"], m["warmup_failed_all_rounds"]
+        failed = f"{m['non_2xx']}" + (f" (+{errors} socket errors)" if errors else "")
+        failed += f" (+{warm} failed in warm-up)" if warm else ""
+        lines.append(
+            head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} "
+            f"| {_cell(m['cpu_ms_per_request'], '.3f')} | {failed} |"
+        )
+    if data["ceilings"]:
+        lines += ["", "Store ceilings (same run, same Redis):", ""]
+        lines += ["| store | ops/s | how |", "|---|---:|---|"]
+        for c in data["ceilings"]:
+            lines.append(
+                f"| {c['name']} | {_cell(c['ops_per_s'], ',.0f')} | {c['reason'] or c['how']} |"
+            )
+    lines += ["", "Targets (ratios from this run):", ""]
+    lines += ["| target | setting | measured | goal | met |", "|---|---|---:|---|---|"]
+    for t in data["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        detail = f" ({t['detail']})" if t["detail"] and t["met"] is not True else ""
+        lines.append(
+            f"| {t['name']} | {t['setting']} | {_cell(t['measured'], '.2f')} | {t['goal']} "
+            f"| {met}{detail} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    """A bar chart of req/s per route: qapp on SQLite and Redis beside the peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["measurements"]
+    workers = sorted({m["workers"] for m in rows})
+    series = [
+        ("qapp", "sqlite", "qapp · SQLite", "#4c72b0"),
+        ("qapp", "redis", "qapp · Redis", "#dd8452"),
+        ("peer", "redis", "Flask + gunicorn · Redis", "#8c8c8c"),
+    ]
+    cases: list[tuple[str, int]] = []
+    for m in rows:
+        if (m["label"], m["connections"]) not in cases:
+            cases.append((m["label"], m["connections"]))
+    cell = {(m["server"], m["store"], m["workers"], m["label"], m["connections"]): m for m in rows}
+    fig, axes = plt.subplots(
+        len(workers), 1, figsize=(max(8.0, 1.5 * len(cases)), 3.8 * len(workers)), squeeze=False
+    )
+    width = 0.8 / len(series)
+    for ax, w in zip(axes[:, 0], workers, strict=True):
+        for i, (server, store, name, colour) in enumerate(series):
+            xs, ys = [], []
+            for x, (label, conns) in enumerate(cases):
+                m = cell.get((server, store, w, label, conns))
+                if m is None:
+                    continue
+                offset = x + (i - (len(series) - 1) / 2) * width
+                if m["available"]:
+                    xs.append(offset)
+                    ys.append(m["rps"])
+                else:
+                    # A route not built yet: say so where its bar would be.
+                    ax.text(offset, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+            ax.bar(xs, ys, width, label=name, color=colour)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(
+            [f"{label.replace(' ', chr(10))}\n{c} conns" for label, c in cases], fontsize=7
+        )
+        ax.set_ylabel("requests / s")
+        ax.set_title(f"{w} worker{'s' if w > 1 else ''}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(
+        f"qapp vs Flask peer, {data['machine']['cores']} cores, "
+        f"wrk {data['settings']['duration']:g} s per bar, median of "
+        f"{data['settings']['repeat']} round(s) ({data['started']})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(run: Run, out: Path, *, with_chart: bool = True) -> dict[str, Path]:
+    """Write the JSON, the Markdown and (unless told not to) the chart into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = to_dict(run, evaluate(run))
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    paths["markdown"].write_text(markdown(data))
+    if with_chart:
+        paths["png"] = out / "results.png"
+        chart(data, paths["png"])
+    return paths

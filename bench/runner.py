@@ -1,0 +1,284 @@
+"""Run the whole benchmark: start every server, drive every route, stop everything.
+
+For each worker count, every server is started at once and left up:
+qapp under hypercorn (the repository's ``hypercorn.toml``) on SQLite and on
+Redis, and the Flask peer under gunicorn (gthread) on the same Redis. Idle
+servers cost next to nothing, and this lets each route be driven on every
+server back to back, so that the ratios compare runs seconds apart. On a
+shared machine whose load drifts, that matters more than anything else.
+``repeat`` rounds of all that give a median per cell.
+
+Then the stores' ceilings. Every server is a child started here on a free
+loopback port, inside one ``ExitStack``: Ctrl-C, SIGTERM or an error stops
+them all (hypercorn's parent gets SIGTERM alone, so workers shut down cleanly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Literal, TypeAlias
+
+from bench import ceilings
+from bench.cpu import tree_cpu_seconds
+from bench.routes import PEER_ROUTES, ROUTES, Route, prepare
+from bench.wrk import BenchError, Load, WrkResult, run_wrk
+from qapp.servers import HypercornServer, RedisServer
+
+StoreName: TypeAlias = Literal["sqlite", "redis"]
+ServerName: TypeAlias = Literal["qapp", "peer"]
+
+#: Routes loaded at the high connection count too.
+HIGH_ROUTES = ("health", "atomic")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run, from the command line."""
+
+    workers: tuple[int, ...] = (1, 2)
+    stores: tuple[StoreName, ...] = ("sqlite", "redis")
+    routes: tuple[str, ...] = tuple(ROUTES)
+    connections: int = 64
+    #: The connection count where a thread pool runs out; 0 skips it.
+    high_connections: int = 1000
+    duration: float = 5.0
+    warmup: float = 1.0
+    threads: int = 2
+    peer: bool = True
+    peer_threads: int = 8
+    ceilings: bool = True
+    #: Rounds over every route and server; each cell reports its median run.
+    repeat: int = 1
+
+    def load(self, connections: int) -> Load:
+        return Load(connections, self.duration, self.warmup, self.threads)
+
+
+@dataclass
+class Measurement:
+    """One route on one server at one load: its numbers, or why there are none."""
+
+    server: ServerName
+    workers: int
+    store: StoreName
+    route: str
+    label: str
+    connections: int
+    #: Every round's run, in order.
+    runs: list[WrkResult] = field(default_factory=list)
+    #: Why the route could not be measured (not built yet, say).
+    unavailable: str | None = None
+
+    @property
+    def result(self) -> WrkResult | None:
+        """The run with the median req/s, so that its latencies belong to it."""
+        if not self.runs:
+            return None
+        ranked = sorted(self.runs, key=lambda r: r.rps)
+        return ranked[(len(ranked) - 1) // 2]
+
+    @property
+    def failed(self) -> int:
+        """Failed requests over every round: non-2xx answers and socket errors."""
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of req/s across rounds (0 with one round)."""
+        rates = [r.rps for r in self.runs]
+        if len(rates) < 2 or not statistics.mean(rates):
+            return 0.0
+        return round((max(rates) - min(rates)) / statistics.mean(rates), 3)
+
+
+@dataclass
+class Run:
+    """Everything one run produced."""
+
+    settings: Settings
+    measurements: list[Measurement] = field(default_factory=list)
+    ceilings: list[ceilings.Ceiling] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    def find(
+        self, server: ServerName, workers: int, store: StoreName, route: str, connections: int
+    ) -> Measurement | None:
+        for m in self.measurements:
+            if (m.server, m.workers, m.store, m.route, m.connections) == (
+                server,
+                workers,
+                store,
+                route,
+                connections,
+            ):
+                return m
+        return None
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr, so stdout stays free for the summary."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def describe(m: Measurement) -> str:
+    """One line of progress for a measurement."""
+    where = f"{m.server:<4} w={m.workers} {m.store:<6} c={m.connections:<5} {m.label:<26}"
+    if m.unavailable is not None:
+        return f"{where} unavailable: {m.unavailable}"
+    r = m.runs[-1]
+    return (
+        f"{where} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+        f"  cpu/req {r.cpu_ms_per_request or 0:.3f} ms"
+        f"  non-2xx {r.non_2xx}  socket errors {sum(r.socket_errors.values())}"
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so that cleanup runs either way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Target:
+    """A running server and its routes, made ready for load."""
+
+    server: ServerName
+    store: StoreName
+    url: str
+    pid: int
+    #: route name -> (headers for wrk, why unavailable or None)
+    ready: dict[str, tuple[dict[str, str], str | None]] = field(default_factory=dict)
+
+
+def _start(stack: contextlib.ExitStack, server: HypercornServer) -> tuple[str, int]:
+    say(f"   starting {server.name} ({server.workers} workers) on port {server.port}")
+    started = stack.enter_context(server)
+    return started.url, started.pid
+
+
+def _targets(
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    workers: int,
+    urls: dict[StoreName, str],
+    folder: Path,
+) -> list[_Target]:
+    targets = []
+    for store in settings.stores:
+        env = {"QAPP_STORE_URL": urls[store], "QAPP_INSTANCE_PATH": str(folder / "instance")}
+        url, pid = _start(stack, HypercornServer(workers=workers, env=env))
+        targets.append(_Target("qapp", store, url, pid))
+    if settings.peer and set(settings.routes) & set(PEER_ROUTES):
+        from bench.peers.server import GunicornServer
+
+        peer = GunicornServer(
+            redis_url=urls["redis"], workers=workers, threads=settings.peer_threads
+        )
+        targets.append(_Target("peer", "redis", *_start(stack, peer)))
+    return targets
+
+
+def _cases(settings: Settings, routes: list[Route]) -> Iterator[tuple[Route, int]]:
+    """Each route at the normal connection count, some at the high one too."""
+    for route in routes:
+        yield route, settings.connections
+        if settings.high_connections and route.name in HIGH_ROUTES:
+            yield route, settings.high_connections
+
+
+def _round(
+    result: Run,
+    workers: int,
+    targets: list[_Target],
+    routes: list[Route],
+    cells: dict[tuple[str, str, str, int], Measurement],
+    report: Callable[[Measurement], None],
+) -> None:
+    """Drive every route once on every server, servers back to back per route."""
+    settings = result.settings
+    for route, connections in _cases(settings, routes):
+        for target in targets:
+            if target.server == "peer" and route.name not in PEER_ROUTES:
+                continue
+            key = (target.server, target.store, route.name, connections)
+            m = cells.get(key)
+            if m is None:
+                m = Measurement(
+                    target.server, workers, target.store, route.name, route.label, connections
+                )
+                cells[key] = m
+                result.measurements.append(m)
+            if route.name not in target.ready:
+                # Prepared once per server, just before its first load.
+                target.ready[route.name] = prepare(target.url, route)
+            headers, m.unavailable = target.ready[route.name]
+            if m.unavailable is None:
+                load = settings.load(connections)
+                m.runs.append(
+                    run_wrk(
+                        target.url + route.path,
+                        load,
+                        method=route.method,
+                        headers=headers,
+                        cpu_seconds=functools.partial(tree_cpu_seconds, target.pid),
+                    )
+                )
+            report(m)
+
+
+def run(settings: Settings, report: Callable[[Measurement], None] | None = None) -> Run:
+    """Run the benchmark described by ``settings`` and return what it measured."""
+    report = report or (lambda m: say(describe(m)))
+    unknown = set(settings.routes) - set(ROUTES)
+    if unknown:
+        raise BenchError(f"unknown routes {sorted(unknown)}; known: {', '.join(ROUTES)}")
+    routes = [ROUTES[name] for name in settings.routes]
+    result = Run(settings)
+    began = time.monotonic()
+    with (
+        _sigterm_as_interrupt(),
+        tempfile.TemporaryDirectory(prefix="qapp-bench-") as tmp,
+        RedisServer() as redis,
+    ):
+        folder = Path(tmp)
+        urls: dict[StoreName, str] = {
+            "sqlite": f"sqlite://{folder / 'bench.db'}",
+            "redis": redis.url,
+        }
+        for workers in settings.workers:
+            say(f"-- {workers} worker(s)")
+            with contextlib.ExitStack() as stack:
+                targets = _targets(stack, settings, workers, urls, folder)
+                cells: dict[tuple[str, str, str, int], Measurement] = {}
+                for number in range(1, settings.repeat + 1):
+                    if settings.repeat > 1:
+                        say(f"   round {number} of {settings.repeat}")
+                    _round(result, workers, targets, routes, cells, report)
+        if settings.ceilings:
+            say("-- store ceilings")
+            result.ceilings.append(ceilings.redis_incr(redis.port, settings.connections))
+            result.ceilings.append(ceilings.sqlite_upsert(folder, settings.duration))
+            for c in result.ceilings:
+                say(f"{c.name:<14} {c.ops_per_s or 0:>9,.0f} ops/s  ({c.reason or c.how})")
+    result.seconds = round(time.monotonic() - began, 1)
+    return result

@@ -1,0 +1,116 @@
+"""The issue's targets, as ratios of measurements taken in one run.
+
+Each target is checked at every worker count (and store) the run measured.
+A target whose measurements are missing (a route not built yet, the peer
+skipped) is reported as not measured, never as met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.runner import Measurement, Run
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target at one setting: the ratio measured and whether it holds."""
+
+    name: str
+    setting: str
+    measured: float | None
+    goal: str
+    met: bool | None
+    detail: str = ""
+
+
+def _rps(m: Measurement | None) -> float | None:
+    return None if m is None or m.result is None else m.result.rps
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return round(top / bottom, 3)
+
+
+def _missing(*pairs: tuple[str, Measurement | None]) -> str:
+    gone = [
+        f"{name}: {'not run' if m is None else m.unavailable}"
+        for name, m in pairs
+        if m is None or m.result is None
+    ]
+    return "; ".join(gone)
+
+
+def evaluate(run: Run) -> list[Target]:
+    """Check every target against ``run``'s own measurements."""
+    s = run.settings
+    out: list[Target] = []
+    for workers in s.workers:
+        for store in s.stores:
+            setting = f"{workers} worker(s), {store}, {s.connections} connections"
+            health = run.find("qapp", workers, store, "health", s.connections)
+            atomic = run.find("qapp", workers, store, "atomic", s.connections)
+            ratio = _ratio(_rps(atomic), _rps(health))
+            out.append(
+                Target(
+                    "atomic req/s ≥ 0.9 × /health req/s",
+                    setting,
+                    ratio,
+                    "≥ 0.9",
+                    None if ratio is None else ratio >= 0.9,
+                    _missing(("atomic", atomic), ("health", health)),
+                )
+            )
+            p99 = _ratio(
+                None if atomic is None or atomic.result is None else atomic.result.p99_ms,
+                None if health is None or health.result is None else health.result.p99_ms,
+            )
+            out.append(
+                Target(
+                    "atomic p99 ≤ 2 × /health p99",
+                    setting,
+                    p99,
+                    "≤ 2",
+                    None if p99 is None else p99 <= 2.0,
+                    _missing(("atomic", atomic), ("health", health)),
+                )
+            )
+        for connections, goal in ((s.connections, 1.3), (s.high_connections, 2.0)):
+            if not connections or not s.peer or "redis" not in s.stores:
+                continue
+            ours = run.find("qapp", workers, "redis", "atomic", connections)
+            peer = run.find("peer", workers, "redis", "atomic", connections)
+            ratio = _ratio(_rps(ours), _rps(peer))
+            out.append(
+                Target(
+                    f"qapp atomic ≥ {goal:g} × Flask peer atomic",
+                    f"{workers} worker(s), redis, {connections} connections",
+                    ratio,
+                    f"≥ {goal:g}",
+                    None if ratio is None else ratio >= goal,
+                    _missing(("qapp atomic", ours), ("peer atomic", peer)),
+                )
+            )
+    qapp = [m for m in run.measurements if m.server == "qapp" and m.runs]
+    failed = [m for m in qapp if m.failed]
+    out.append(
+        Target(
+            "0 non-2xx (and 0 socket errors, warm-up included) on every qapp route",
+            f"{len(qapp)} qapp measurements",
+            float(sum(m.failed for m in failed)),
+            "= 0",
+            None if not qapp else not failed,
+            "; ".join(
+                f"{m.label} w={m.workers} {m.store} c={m.connections}: "
+                + ", ".join(
+                    f"{r.statuses} {r.socket_errors} warm-up failed {r.warmup_failed}"
+                    for r in m.runs
+                    if r.failed
+                )
+                for m in failed
+            ),
+        )
+    )
+    return out
