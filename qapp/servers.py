@@ -241,6 +241,8 @@ class HypercornServer(_Process):
             argv += ["--keep-alive", str(int(self.keep_alive))]
         argv.append(self.app)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # A restart has new workers: the pids seen before must not count.
+        self._seen = set()
         self._spawn(argv, env)
         self._wait_ready(self.healthy, timeout)
         self._wait_ready(self.all_workers_up, timeout)
