@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,17 +13,23 @@ from qapp.servers import REPO_CONFIG
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve qapp with hypercorn, from a hypercorn TOML file if there is one."""
-    from hypercorn.config import Config
-    from hypercorn.run import run
+    """Serve qapp under hypercorn, from a hypercorn TOML file if there is one.
 
+    Unlike ``hypercorn -c …``, a worker that dies is replaced while the
+    others keep serving (see :mod:`qapp.supervisor`).
+    """
+    from hypercorn.config import Config
+
+    from qapp.supervisor import serve as supervise
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] %(message)s")
     config = Config.from_toml(args.config) if args.config.exists() else Config()
     config.application_path = "qapp.asgi:app"
     if args.bind:
         config.bind = [args.bind]
     if args.workers:
         config.workers = args.workers
-    return run(config)
+    return supervise(config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -204,7 +204,9 @@ class HypercornServer(_Process):
 
     ``env`` is added to the current environment (``QAPP_STORE_URL`` and so
     on). The bind address, worker count and ``keep_alive`` (seconds an idle
-    connection stays open) given here override the config.
+    connection stays open) given here override the config. ``supervised``
+    runs ``qapp serve`` instead of plain hypercorn: a worker that dies is
+    replaced.
     """
 
     name = "hypercorn"
@@ -218,6 +220,7 @@ class HypercornServer(_Process):
         config: Path | None = None,
         app: str = "qapp.asgi:app",
         keep_alive: int | None = None,
+        supervised: bool = False,
     ) -> None:
         super().__init__()
         self.workers = workers
@@ -226,6 +229,7 @@ class HypercornServer(_Process):
         self.config = config or REPO_CONFIG
         self.app = app
         self.keep_alive = keep_alive
+        self.supervised = supervised
         self._seen: set[int] = set()
 
     @property
@@ -233,13 +237,20 @@ class HypercornServer(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Self:
-        argv = [sys.executable, "-m", "hypercorn"]
-        if self.config.exists():
-            argv += ["--config", str(self.config)]
-        argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
-        if self.keep_alive is not None:
-            argv += ["--keep-alive", str(int(self.keep_alive))]
-        argv.append(self.app)
+        bind = ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        if self.supervised:
+            # `qapp serve`: the same config, with crashed workers replaced.
+            if self.keep_alive is not None or self.app != "qapp.asgi:app":
+                raise ValueError("a supervised server takes the config's keep-alive and app")
+            argv = [sys.executable, "-m", "qapp.cli", "serve", "--config", str(self.config), *bind]
+        else:
+            argv = [sys.executable, "-m", "hypercorn"]
+            if self.config.exists():
+                argv += ["--config", str(self.config)]
+            argv += bind
+            if self.keep_alive is not None:
+                argv += ["--keep-alive", str(int(self.keep_alive))]
+            argv.append(self.app)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         # A restart has new workers: the pids seen before must not count.
         self._seen = set()

@@ -1,4 +1,4 @@
-"""The README's serve command: real hypercorn workers on the SQLite default."""
+"""The README's serve command, ``qapp serve``: real hypercorn workers on the SQLite default."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_four_workers_serve_health_on_sqlite_default(tmp_path: Path) -> None:
-    """hypercorn.toml serves /health from 4 workers on the default SQLite file."""
+    """qapp serve with hypercorn.toml serves /health from 4 workers on the default SQLite file."""
     env = {"QAPP_INSTANCE_PATH": str(tmp_path / "instance"), "QAPP_STORE_URL": ""}
-    with HypercornServer(workers=4, env=env) as server:
+    with HypercornServer(workers=4, env=env, supervised=True) as server:
         pids = set()
         for _ in range(200):
             with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:

@@ -1,0 +1,134 @@
+"""Run hypercorn's workers and replace any that dies: what ``qapp serve`` runs.
+
+hypercorn's own parent (0.18) treats a worker that exits abnormally as
+fatal: it stops every other worker and exits, so one crashed worker (an OOM
+kill, a segfault in a C extension) takes the whole server down. For qapp
+that is needless: a worker holds no state of its own that matters (the
+store has it all), so the right response to a crash is a fresh worker
+beside the ones still serving.
+
+This module is hypercorn's multi-worker loop with that one change. It uses
+hypercorn's own pieces (config, sockets, worker functions): the parent
+binds the sockets once and every worker, first or replacement, serves on
+them. SIGTERM or SIGINT to the parent shuts the workers down gracefully
+(``after_serving`` runs in each). A worker that keeps dying is not
+restarted for ever: past :data:`MAX_RESTARTS` in :data:`RESTART_WINDOW`
+seconds the supervisor stops and exits with status 1, so that the service
+manager above it sees the failure.
+
+``hypercorn -c hypercorn.toml qapp.asgi:app`` still works; it just does not
+survive a worker crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import deque
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from hypercorn.config import Config
+from hypercorn.typing import WorkerFunc
+
+log = logging.getLogger("qapp.supervisor")
+
+#: Replacements allowed per worker within :data:`RESTART_WINDOW` before giving up.
+MAX_RESTARTS = 5
+#: Seconds over which restarts are counted.
+RESTART_WINDOW = 30.0
+
+
+def _worker_func(config: Config) -> WorkerFunc:
+    if config.worker_class == "uvloop":
+        from hypercorn.asyncio.run import uvloop_worker
+
+        return uvloop_worker
+    if config.worker_class == "asyncio":
+        from hypercorn.asyncio.run import asyncio_worker
+
+        return asyncio_worker
+    if config.worker_class == "trio":
+        from hypercorn.trio.run import trio_worker
+
+        return trio_worker
+    raise ValueError(f"no worker class {config.worker_class!r}")
+
+
+def serve(config: Config) -> int:
+    """Serve ``config.application_path`` with ``config.workers`` supervised workers.
+
+    Returns the exit status: 0 after a requested shutdown, 1 after a crash loop.
+    """
+    if config.workers < 1:
+        raise ValueError("the supervisor needs at least one worker")
+    worker_func = _worker_func(config)
+    sockets = config.create_sockets()
+    ctx = get_context("spawn")
+    shutdown_event = ctx.Event()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        shutdown_event.set()
+
+    def start_worker() -> BaseProcess:
+        process = ctx.Process(
+            target=worker_func,
+            kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown_event},
+        )
+        process.daemon = config.daemon
+        process.start()
+        return process
+
+    # Workers inherit an ignored SIGINT, so a Ctrl-C reaches the parent only,
+    # which then shuts them down in order (as hypercorn does).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    workers = [start_worker() for _ in range(config.workers)]
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), stop)
+
+    restarts: deque[float] = deque()
+    status = 0
+    while not stopping:
+        # Wakes when a worker exits; the timeout notices a signal soon.
+        wait([w.sentinel for w in workers], timeout=0.5)
+        for worker in [w for w in workers if w.exitcode is not None]:
+            workers.remove(worker)
+            worker.join()
+            if stopping:
+                continue
+            now = time.monotonic()
+            restarts.append(now)
+            while restarts and restarts[0] < now - RESTART_WINDOW:
+                restarts.popleft()
+            if len(restarts) > MAX_RESTARTS * config.workers:
+                log.error(
+                    "workers keep dying (%d restarts in %gs); stopping",
+                    len(restarts),
+                    RESTART_WINDOW,
+                )
+                status = 1
+                stop()
+                break
+            log.warning(
+                "worker %s exited with status %s; starting a replacement",
+                worker.pid,
+                worker.exitcode,
+            )
+            workers.append(start_worker())
+
+    deadline = time.monotonic() + config.graceful_timeout + 5
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+            worker.join()
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        sock.close()
+    return status
