@@ -154,8 +154,15 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
     if not await store.add(key, {"username": data.username}, ttl=CLAIM_TTL):
         raise _taken(data.username)
     try:
-        hashed = await asyncio.to_thread(generate_password_hash, data.password)
+        # The claim must still be ours when the record lands: a hash delayed
+        # past the claim's ttl (a thread pool backed up) would overwrite the
+        # user of a later registration. Give up in good time instead.
+        async with asyncio.timeout(CLAIM_TTL / 2):
+            hashed = await asyncio.to_thread(generate_password_hash, data.password)
         await store.set(key, {"username": data.username, "password_hash": hashed})
+    except TimeoutError:
+        await asyncio.shield(store.delete(key))
+        raise APIError(503, "busy", "too busy to register now; retry soon") from None
     except BaseException:
         await asyncio.shield(store.delete(key))
         raise

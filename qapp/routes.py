@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -11,6 +12,8 @@ from quart import Blueprint, Response, current_app, jsonify
 from qapp.apidoc import document_response
 from qapp.errors import RETRY_AFTER
 from qapp.state import AppState, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -45,6 +48,10 @@ async def health() -> tuple[Response, int, dict[str, str]] | dict[str, Any]:
         for store in {id(s): s for s in state.stores.values()}.values():
             await store.ping()
     except StoreUnavailable as exc:
-        body.update(status="unavailable", error="store_unavailable", message=str(exc))
+        # The detail (paths, hosts) is for the log, not for anyone who asks.
+        log.warning("health: %s", exc)
+        body.update(
+            status="unavailable", error="store_unavailable", message="a store cannot be reached"
+        )
         return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER)}
     return body

@@ -286,8 +286,14 @@ class Store(abc.ABC):
             yield
         finally:
             # Release even if the holder was cancelled, so waiters need not
-            # sit out the lease. The token makes a late release harmless.
-            await asyncio.shield(self._release(name, token))
+            # sit out the lease. The token makes a late release harmless. A
+            # release that fails is logged, not raised: the work inside is
+            # done (a 503 would invite a retry that does it twice), and the
+            # lease frees the lock.
+            try:
+                await asyncio.shield(self._release(name, token))
+            except StoreError as exc:
+                log.warning("lock %r not released (its lease will free it): %s", name, exc)
 
 
 class MemoryStore(Store):

@@ -82,15 +82,20 @@ def serve(config: Config) -> int:
             kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown_event},
         )
         process.daemon = config.daemon
-        process.start()
+        # Every worker, first or replacement, starts with SIGINT ignored, so
+        # a Ctrl-C reaches the parent only, which then shuts them down in
+        # order (as hypercorn does). A Python handler would not carry over.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, handler)
         return process
 
-    # Workers inherit an ignored SIGINT, so a Ctrl-C reaches the parent only,
-    # which then shuts them down in order (as hypercorn does).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    workers = [start_worker() for _ in range(config.workers)]
+    # Before the first worker: a SIGTERM while they start must not orphan them.
     for name in ("SIGINT", "SIGTERM"):
         signal.signal(getattr(signal, name), stop)
+    workers = [start_worker() for _ in range(config.workers)]
 
     restarts: deque[float] = deque()
     status = 0

@@ -111,7 +111,14 @@ class RedisStore(Store):
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
                 decode_responses=True,
-                retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
+                # Once, and only when the connection broke (Redis restarted):
+                # a command that timed out may have run, and INCRBY or SET NX
+                # must not run twice.
+                retry=Retry(
+                    ExponentialBackoff(cap=0.1, base=0.01),
+                    retries=1,
+                    supported_errors=(redis.exceptions.ConnectionError,),
+                ),
                 **POOL_OPTIONS,
             )
             client = aioredis.Redis.from_pool(pool)

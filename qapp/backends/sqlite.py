@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ from qapp.state import (
     dumps,
     loads,
 )
+
+log = logging.getLogger(__name__)
 
 #: Milliseconds a writer waits for another process's write lock.
 BUSY_TIMEOUT_MS = 5_000
@@ -193,7 +196,13 @@ class SQLiteStore(Store):
         rows = await self._run(sql, params)
         if params["now"] >= self._next_sweep:
             self._next_sweep = params["now"] + SWEEP_INTERVAL
-            await self._run(SWEEP, {"now": params["now"]})
+            # Best effort: the write above is already committed, and a caller
+            # told it failed would retry it (and count twice). Reads filter
+            # expired rows anyway; the next sweep tries again.
+            try:
+                await self._run(SWEEP, {"now": params["now"]})
+            except StoreUnavailable as exc:
+                log.warning("sweep of expired rows failed: %s", exc)
         return rows
 
     async def connect(self) -> None:
