@@ -5,8 +5,9 @@ the client, and every request writes back its own copy, so concurrent
 requests overwrite each other. Here the cookie carries only a random id
 (256 bits), signed with itsdangerous as Quart signs its cookies, and the
 data lives in the session store (``get_store("session")``) as JSON, with a
-sliding ttl (``SESSION_TTL`` seconds, a week by default) renewed on every
-request that presents the cookie.
+sliding ttl (``SESSION_TTL`` seconds, a week by default) renewed by the
+requests that present the cookie (by each worker at most once per tenth of
+the ttl).
 
 Keys in the session store::
 
@@ -44,6 +45,8 @@ import hashlib
 import logging
 import re
 import secrets
+import time
+from collections import OrderedDict
 from typing import Any
 
 from flask.sessions import SecureCookieSession
@@ -87,6 +90,14 @@ ID_BYTES = 32
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 #: Idle lifetime of a session in seconds, renewed on each request that uses it.
 DEFAULT_TTL = 7 * 24 * 3600.0
+#: A worker renews a session's ttl at most once per this fraction of it, so an
+#: idle session lives between 0.9 and 1 × ``SESSION_TTL`` after its last request.
+RENEW_EVERY = 0.1
+#: Sessions whose last renewal a worker remembers (oldest forgotten first).
+RENEWALS_KEPT = 10_000
+#: Where a worker keeps those times, in ``app.extensions``: process state, a
+#: cache of what it already wrote, never the truth (that is the store's ttl).
+RENEWALS = "qapp.sessions.renewals"
 #: itsdangerous salt: a signature made for anything else is no session id.
 SALT = "qapp-session-id"
 
@@ -226,6 +237,32 @@ def _store_and_ttl() -> tuple[Store, float]:
     return get_store("session"), ttl
 
 
+def _renewals() -> OrderedDict[str, float]:
+    from quart import current_app
+
+    renewals: OrderedDict[str, float] = current_app.extensions.setdefault(RENEWALS, OrderedDict())
+    return renewals
+
+
+def _renewal_due(sid: str, ttl: float) -> bool:
+    """True unless this worker renewed ``sid`` within the last ``RENEW_EVERY`` of its ttl.
+
+    Renewing is a store write per key; doing it on every request made each
+    request with a cookie pay two writes to move an expiry a week away by a
+    few milliseconds.
+    """
+    last = _renewals().get(sid)
+    return last is None or time.monotonic() - last >= ttl * RENEW_EVERY
+
+
+def _renewed(sid: str) -> None:
+    renewals = _renewals()
+    renewals[sid] = time.monotonic()
+    renewals.move_to_end(sid)
+    while len(renewals) > RENEWALS_KEPT:
+        renewals.popitem(last=False)
+
+
 async def load() -> ServerSession:
     """Read the current session from the store (once per request) and renew its ttl."""
     session = current()
@@ -237,9 +274,11 @@ async def load() -> ServerSession:
         if isinstance(data, dict):
             session.sid = session.candidate
             session.update(data)
-            # Sliding expiry: the data and every scoped value live on together.
-            keys = [data_key(session.sid), *(_scoped_key(session.sid, n) for n in _SCOPED)]
-            await asyncio.gather(*(store.expire(key, ttl) for key in keys))
+            if _renewal_due(session.sid, ttl):
+                # Sliding expiry: the data and every scoped value live on together.
+                keys = [data_key(session.sid), *(_scoped_key(session.sid, n) for n in _SCOPED)]
+                await asyncio.gather(*(store.expire(key, ttl) for key in keys))
+                _renewed(session.sid)
     session.loaded = True
     session.modified = False
     return session

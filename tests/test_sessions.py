@@ -18,6 +18,7 @@ from quart import Quart, session
 
 from qapp import create_app, sessions
 from qapp.servers import free_port
+from qapp.state import Store
 from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
 
 
@@ -176,6 +177,29 @@ async def test_ttl_slides_with_use(store_url: str, tmp_path: Path) -> None:
             for _ in range(6):  # 1.2 s in all: twice the ttl
                 await asyncio.sleep(0.2)
                 assert (await c.get("/session/counter")).json() == {"counter": 1}
+
+
+async def test_ttl_renewed_once_per_tenth_of_it(store_url: str, tmp_path: Path) -> None:
+    """Requests close together renew the session's ttl once, not once each."""
+    app = create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), "SESSION_TTL": 60})
+    async with app.test_app():
+        store: Store = app.extensions["qapp"].stores["session"]
+        renewals = 0
+        real_expire = store.expire
+
+        async def counting_expire(key: str, ttl: float | None) -> bool:
+            nonlocal renewals
+            renewals += 1
+            return await real_expire(key, ttl)
+
+        store.expire = counting_expire  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            await c.post("/session/counter/inc")
+            for _ in range(10):
+                assert (await c.get("/session/counter")).json() == {"counter": 1}
+    # The data and the counter, renewed together, once: well within 6 s.
+    assert renewals == 2
 
 
 async def test_login_regenerates_id_and_keeps_counter(
