@@ -24,7 +24,7 @@ from qapp.servers import redis_server_binary
 
 #: Default output directory, inside the ``bench`` package.
 RESULTS = Path(__file__).with_name("results")
-PACKAGES = ("quart", "hypercorn", "uvloop", "aiosqlite", "redis", "flask", "gunicorn")
+PACKAGES = ("quart", "hypercorn", "aiosqlite", "redis", "flask", "gunicorn")
 
 
 def _cpu() -> str:
@@ -117,9 +117,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
         f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
         "round, and the servers of one worker count run each route back to back. "
-        "qapp: hypercorn with the repository's hypercorn.toml "
-        f"(uvloop workers). Peer: Flask on gunicorn gthread, {s['peer_threads']} threads "
-        "per worker, redis-py sync client.",
+        "qapp: `qapp serve` (hypercorn, the repository's hypercorn.toml, asyncio "
+        "workers, one listening socket each). Peer: Flask on gunicorn gthread, "
+        f"{s['peer_threads']} threads per worker, redis-py sync client.",
         "",
         "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
         "| server CPU ms/req | non-2xx |",

@@ -29,6 +29,8 @@ def serve(args: argparse.Namespace) -> int:
         config.bind = [args.bind]
     if args.workers:
         config.workers = args.workers
+    if args.keep_alive is not None:
+        config.keep_alive_timeout = args.keep_alive
     return supervise(config)
 
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--config", type=Path, default=default_config, help="hypercorn TOML")
     p_serve.add_argument("--bind", help="host:port (default from the config)")
     p_serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
+    p_serve.add_argument(
+        "--keep-alive",
+        type=float,
+        help="seconds an idle connection stays open (default from the config)",
+    )
     p_serve.set_defaults(func=serve)
 
     race_cli.add_parser(commands)

@@ -204,9 +204,10 @@ class HypercornServer(_Process):
 
     ``env`` is added to the current environment (``QAPP_STORE_URL`` and so
     on). The bind address, worker count and ``keep_alive`` (seconds an idle
-    connection stays open) given here override the config. ``supervised``
-    runs ``qapp serve`` instead of plain hypercorn: a worker that dies is
-    replaced.
+    connection stays open) given here override the config. By default it
+    runs ``qapp serve``, the README's serve command: a worker that dies is
+    replaced, and each worker has its own listening socket.
+    ``supervised=False`` runs plain ``hypercorn -c``.
     """
 
     name = "hypercorn"
@@ -220,7 +221,7 @@ class HypercornServer(_Process):
         config: Path | None = None,
         app: str = "qapp.asgi:app",
         keep_alive: int | None = None,
-        supervised: bool = False,
+        supervised: bool = True,
     ) -> None:
         super().__init__()
         self.workers = workers
@@ -237,20 +238,20 @@ class HypercornServer(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Self:
-        bind = ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        options = ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        if self.keep_alive is not None:
+            options += ["--keep-alive", str(int(self.keep_alive))]
         if self.supervised:
             # `qapp serve`: the same config, with crashed workers replaced.
-            if self.keep_alive is not None or self.app != "qapp.asgi:app":
-                raise ValueError("a supervised server takes the config's keep-alive and app")
-            argv = [sys.executable, "-m", "qapp.cli", "serve", "--config", str(self.config), *bind]
+            if self.app != "qapp.asgi:app":
+                raise ValueError("a supervised server serves qapp.asgi:app only")
+            argv = [sys.executable, "-m", "qapp.cli", "serve", "--config", str(self.config)]
+            argv += options
         else:
             argv = [sys.executable, "-m", "hypercorn"]
             if self.config.exists():
                 argv += ["--config", str(self.config)]
-            argv += bind
-            if self.keep_alive is not None:
-                argv += ["--keep-alive", str(int(self.keep_alive))]
-            argv.append(self.app)
+            argv += [*options, self.app]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         # A restart has new workers: the pids seen before must not count.
         self._seen = set()

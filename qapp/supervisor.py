@@ -7,17 +7,22 @@ that is needless: a worker holds no state of its own that matters (the
 store has it all), so the right response to a crash is a fresh worker
 beside the ones still serving.
 
-This module is hypercorn's multi-worker loop with that one change. It uses
-hypercorn's own pieces (config, sockets, worker functions): the parent
-binds the sockets once and every worker, first or replacement, serves on
-them. SIGTERM or SIGINT to the parent shuts the workers down gracefully
+This module is hypercorn's multi-worker loop with two changes. It uses
+hypercorn's own pieces (config, sockets, worker functions), but
+
+- a worker that exits is replaced, not mourned;
+- the parent binds one listening socket per worker with ``SO_REUSEPORT``
+  (:mod:`qapp.listeners`), so the kernel spreads new connections evenly over
+  the workers; a replacement serves on the socket of the worker it replaces.
+
+SIGTERM or SIGINT to the parent shuts the workers down gracefully
 (``after_serving`` runs in each). A worker that keeps dying is not
 restarted for ever: past :data:`MAX_RESTARTS` in :data:`RESTART_WINDOW`
 seconds the supervisor stops and exits with status 1, so that the service
 manager above it sees the failure.
 
 ``hypercorn -c hypercorn.toml qapp.asgi:app`` still works; it just does not
-survive a worker crash.
+survive a worker crash, and its workers share one listening socket.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from typing import Any
 
 from hypercorn.config import Config
 from hypercorn.typing import WorkerFunc
+
+from qapp.listeners import close_all, worker_sockets
 
 log = logging.getLogger("qapp.supervisor")
 
@@ -66,7 +73,7 @@ def serve(config: Config) -> int:
     if config.workers < 1:
         raise ValueError("the supervisor needs at least one worker")
     worker_func = _worker_func(config)
-    sockets = config.create_sockets()
+    slots = worker_sockets(config)
     ctx = get_context("spawn")
     shutdown_event = ctx.Event()
     stopping = False
@@ -76,10 +83,10 @@ def serve(config: Config) -> int:
         stopping = True
         shutdown_event.set()
 
-    def start_worker() -> BaseProcess:
+    def start_worker(slot: int) -> BaseProcess:
         process = ctx.Process(
             target=worker_func,
-            kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown_event},
+            kwargs={"config": config, "sockets": slots[slot], "shutdown_event": shutdown_event},
         )
         process.daemon = config.daemon
         # Every worker, first or replacement, starts with SIGINT ignored, so
@@ -95,15 +102,16 @@ def serve(config: Config) -> int:
     # Before the first worker: a SIGTERM while they start must not orphan them.
     for name in ("SIGINT", "SIGTERM"):
         signal.signal(getattr(signal, name), stop)
-    workers = [start_worker() for _ in range(config.workers)]
+    # Worker slot -> its process; a replacement takes the dead worker's slot.
+    workers = {slot: start_worker(slot) for slot in range(config.workers)}
 
     restarts: deque[float] = deque()
     status = 0
     while not stopping:
         # Wakes when a worker exits; the timeout notices a signal soon.
-        wait([w.sentinel for w in workers], timeout=0.5)
-        for worker in [w for w in workers if w.exitcode is not None]:
-            workers.remove(worker)
+        wait([w.sentinel for w in workers.values()], timeout=0.5)
+        for slot, worker in [(n, w) for n, w in workers.items() if w.exitcode is not None]:
+            del workers[slot]
             worker.join()
             if stopping:
                 continue
@@ -125,15 +133,14 @@ def serve(config: Config) -> int:
                 worker.pid,
                 worker.exitcode,
             )
-            workers.append(start_worker())
+            workers[slot] = start_worker(slot)
 
     deadline = time.monotonic() + config.graceful_timeout + 5
-    for worker in workers:
+    for worker in workers.values():
         worker.join(max(0.0, deadline - time.monotonic()))
-    for worker in workers:
+    for worker in workers.values():
         if worker.is_alive():
             worker.terminate()
             worker.join()
-    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
-        sock.close()
+    close_all(slots)
     return status

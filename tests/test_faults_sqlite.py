@@ -114,7 +114,8 @@ def crash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crash]:
     instance = tmp_path_factory.mktemp("crash")
     db = instance / "crash.db"
     env = {"QAPP_STORE_URL": f"sqlite://{db}", "QAPP_INSTANCE_PATH": str(instance)}
-    with HypercornServer(workers=4, env=env) as server:
+    # Plain hypercorn, not `qapp serve`: what it does on a crash is under test.
+    with HypercornServer(workers=4, env=env, supervised=False) as server:
         yield asyncio.run(crash_one_worker(server, db))
 
 
@@ -199,7 +200,9 @@ async def test_worker_killed_holding_the_lock_blocks_others_only_for_the_lease(
     env = {"QAPP_STORE_URL": f"sqlite://{db}", "QAPP_INSTANCE_PATH": str(tmp_path)}
     # Two servers on one file, as two services on one host: B has a single
     # worker, which will die holding the lock; A must carry on.
-    with HypercornServer(workers=2, env=env) as a, HypercornServer(workers=1, env=env) as b:
+    # B is plain hypercorn, so that nothing replaces its dead worker.
+    b_server = HypercornServer(workers=1, env=env, supervised=False)
+    with HypercornServer(workers=2, env=env) as a, b_server as b:
         async with http(b.url, 20) as on_b:
             load = Load(on_b, "POST", "/counter/shared-locked", 20)
             load.start()
