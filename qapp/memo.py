@@ -8,17 +8,22 @@ seconds (300 by default) and is then computed afresh on demand.
 Single flight, across every worker that shares the store:
 
 1. A cached value is answered at once (``cached: true``).
-2. Otherwise the request tries to take the key's flight guard with the
-   store's atomic ``add``. Exactly one request wins; it checks the cache once
+2. Otherwise the request tries, without waiting, to take the store lock
+   ``memo:<key>``. Exactly one request gets it; it checks the cache once
    more (the value may have landed meanwhile), computes, counts the
-   computation with ``incr``, stores the value and releases the guard.
-3. Everyone else polls the cache until the value appears. The guard has a
+   computation with ``incr``, stores the value and releases the lock.
+3. Everyone else polls the cache until the value appears. The lock has a
    lease (``MEMO_LEASE``, 5 s), so if the computing worker dies a waiter
    takes over once it lapses; a waiter that sees no value within
    ``MEMO_WAIT`` seconds (8 s) gets a 503 with ``Retry-After``.
 
-Store keys: ``memo:value:<key>``, ``memo:count:<key>`` (the total number of
-computations, never expiring) and ``memo:flight:<key>``.
+The guard is the store's lock rather than a key set with ``add`` because a
+lock is released by token: a computation that outlives its lease, and
+whose lock a waiter has taken over meanwhile, cannot free the newer
+holder's lock on its way out and let a third computation start.
+
+Store keys: ``memo:value:<key>`` and ``memo:count:<key>`` (the total number
+of computations, never expiring); the lock is ``memo:<key>``.
 
 ``cached`` is false only in the answer of the request that computed.
 The lease is many times the work: only a computation that outlives it can
@@ -31,7 +36,6 @@ import asyncio
 import hashlib
 import os
 import random
-import secrets
 import time
 from typing import Any
 
@@ -40,7 +44,7 @@ from quart import Blueprint, current_app
 
 from qapp.apidoc import document_response
 from qapp.errors import APIError
-from qapp.state import Store, get_store
+from qapp.state import LockTimeout, Store, get_store
 from qapp.validation import check_key
 
 bp = Blueprint("memo", __name__, url_prefix="/memo")
@@ -91,19 +95,16 @@ async def _answer(store: Store, key: str, value: Any, cached: bool) -> dict[str,
     return {"key": key, "value": value, "cached": cached, "computations": computations or 0}
 
 
-async def _compute_in_flight(store: Store, key: str, guard: str) -> dict[str, Any]:
-    try:
-        # Another request may have computed and released between our miss and our add.
-        hit = await store.get(f"memo:value:{key}")
-        if isinstance(hit, dict):
-            return await _answer(store, key, hit["value"], cached=True)
-        value = await compute(key)
-        computations = await store.incr(f"memo:count:{key}")
-        await store.set(f"memo:value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
-        return {"key": key, "value": value, "cached": False, "computations": computations}
-    finally:
-        # Released even when cancelled, so that waiters need not sit out the lease.
-        await asyncio.shield(store.delete(guard))
+async def _compute(store: Store, key: str) -> dict[str, Any]:
+    """Compute, count and cache the value of ``key``; the caller holds its lock."""
+    # Another request may have computed and released between our miss and our lock.
+    hit = await store.get(f"memo:value:{key}")
+    if isinstance(hit, dict):
+        return await _answer(store, key, hit["value"], cached=True)
+    value = await compute(key)
+    computations = await store.incr(f"memo:count:{key}")
+    await store.set(f"memo:value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
+    return {"key": key, "value": value, "cached": False, "computations": computations}
 
 
 @bp.get("/<path:key>")
@@ -112,15 +113,20 @@ async def memo(key: str) -> dict[str, Any]:
     """The memoised value of ``key``, computed by one request across all workers."""
     check_key(key)
     store = get_store("cache")
-    guard = f"memo:flight:{key}"
     deadline = time.monotonic() + _setting("MEMO_WAIT")
     delay = 0.005
     while True:
         hit = await store.get(f"memo:value:{key}")
         if isinstance(hit, dict):
             return await _answer(store, key, hit["value"], cached=True)
-        if await store.add(guard, secrets.token_hex(8), ttl=_setting("MEMO_LEASE")):
-            return await _compute_in_flight(store, key, guard)
+        # wait=0: one try. The lock is released on the way out even when the
+        # client goes away mid-computation, so waiters need not sit out the lease.
+        # Only taking the lock raises LockTimeout; _compute never does.
+        try:
+            async with store.lock(f"memo:{key}", timeout=_setting("MEMO_LEASE"), wait=0):
+                return await _compute(store, key)
+        except LockTimeout:
+            pass  # another request computes; wait for its value
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise APIError(503, "busy", f"the value of {key!r} is still being computed; retry")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -15,7 +16,7 @@ import pytest
 from quart import Quart
 
 from qapp import create_app
-from qapp.state import get_store
+from qapp.state import LockTimeout, get_store
 from tests.storedump import assert_json_error, client_with_dead_store, snapshot
 
 
@@ -26,15 +27,45 @@ async def _client_for(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
+def _tuned_app(url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Quart:
+    settings: dict[str, Any] = getattr(request, "param", {})
+    return create_app({"STORE_URL": url, "INSTANCE_PATH": str(tmp_path), **settings})
+
+
 @pytest.fixture
 async def tuned(
     store_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Quart, httpx.AsyncClient]]:
     """An app on each backend with the memo settings given as the indirect parameter."""
-    settings: dict[str, Any] = getattr(request, "param", {})
-    app = create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), **settings})
+    app = _tuned_app(store_url, tmp_path, request)
     async for c in _client_for(app):
         yield app, c
+
+
+@pytest.fixture
+async def shared_tuned(
+    shared_store_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Quart, httpx.AsyncClient]]:
+    """As ``tuned``, on the backends whose locks have a lease (SQLite and Redis).
+
+    A memory store's lock dies with its process, so it has no dead holder to outlive.
+    """
+    app = _tuned_app(shared_store_url, tmp_path, request)
+    async for c in _client_for(app):
+        yield app, c
+
+
+@contextlib.asynccontextmanager
+async def dead_computer(app: Quart, lease: float) -> AsyncIterator[None]:
+    """The memo lock of key ``k`` held, with ``lease``, by a computer that never finishes."""
+    async with app.app_context():
+        held = get_store("cache").lock("memo:k", timeout=lease, wait=0)
+        await held.__aenter__()
+    try:
+        yield
+    finally:
+        async with app.app_context():
+            await held.__aexit__(None, None, None)
 
 
 async def test_first_computes_then_cached(client: httpx.AsyncClient) -> None:
@@ -90,27 +121,46 @@ async def test_expired_value_is_computed_again_and_counted(
 async def test_waiter_gives_up_with_503_when_computer_is_gone(
     tuned: tuple[Quart, httpx.AsyncClient],
 ) -> None:
-    """A flight guard left by a dead computer makes waiters answer 503 after MEMO_WAIT."""
+    """A lock held by a computer that never finishes makes waiters answer 503 after MEMO_WAIT."""
     app, c = tuned
-    async with app.app_context():
-        await get_store("cache").add("memo:flight:k", "dead-worker", ttl=30)
-    began = time.monotonic()
-    response = await c.get("/memo/k")
-    assert 0.3 <= time.monotonic() - began < 2
+    async with dead_computer(app, lease=30):
+        began = time.monotonic()
+        response = await c.get("/memo/k")
+        waited = time.monotonic() - began
+    assert 0.3 <= waited < 2
     assert_json_error(response, 503, "busy")
     assert response.headers["retry-after"] == "1"
 
 
-@pytest.mark.parametrize("tuned", [{"MEMO_WAIT": 3.0}], indirect=True)
+@pytest.mark.parametrize("shared_tuned", [{"MEMO_WAIT": 3.0}], indirect=True)
 async def test_waiter_takes_over_when_dead_computers_lease_lapses(
-    tuned: tuple[Quart, httpx.AsyncClient],
+    shared_tuned: tuple[Quart, httpx.AsyncClient],
 ) -> None:
     """Once a dead computer's lease lapses, a waiter computes the value itself."""
-    app, c = tuned
-    async with app.app_context():
-        await get_store("cache").add("memo:flight:k", "dead-worker", ttl=0.4)
-    body = (await c.get("/memo/k")).json()
+    app, c = shared_tuned
+    async with dead_computer(app, lease=0.4):
+        began = time.monotonic()
+        body = (await c.get("/memo/k")).json()
+        waited = time.monotonic() - began
     assert (body["cached"], body["computations"]) == (False, 1)
+    assert waited >= 0.4 + 0.2  # the lease, then the work
+
+
+async def test_computation_holds_the_memo_lock(client: httpx.AsyncClient, app: Quart) -> None:
+    """While a value is computed, its key's store lock is held, and released afterwards.
+
+    The guard is the store's token-checked lock, so a computer that outlived
+    its lease cannot release a lock that a waiter has taken over since.
+    """
+    computing = asyncio.create_task(client.get("/memo/k"))
+    await asyncio.sleep(0.1)  # inside the 0.2 s of work
+    async with app.app_context():
+        with pytest.raises(LockTimeout):
+            async with get_store("cache").lock("memo:k", wait=0):
+                pass
+    assert (await computing).json()["cached"] is False
+    async with app.app_context(), get_store("cache").lock("memo:k", wait=0):
+        pass
 
 
 async def test_disconnected_computer_releases_the_guard(
@@ -127,7 +177,9 @@ async def test_disconnected_computer_releases_the_guard(
             return {"type": "http.request", "body": b"", "more_body": False}
         await asyncio.sleep(0.1)  # inside the 0.2 s of work, holding the guard
         async with app.app_context():
-            assert await get_store("cache").get("memo:flight:k") is not None
+            with pytest.raises(LockTimeout):  # the computer holds the lock
+                async with get_store("cache").lock("memo:k", wait=0):
+                    pass
         return {"type": "http.disconnect"}  # as hypercorn reports a closed connection
 
     async def send(event: dict[str, Any]) -> None:
@@ -150,7 +202,8 @@ async def test_disconnected_computer_releases_the_guard(
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert events == []  # cancelled before it could answer
     async with app.app_context():
-        assert await get_store("cache").get("memo:flight:k") is None
+        async with get_store("cache").lock("memo:k", wait=0):
+            pass  # released, not left to its lease
         assert await get_store("cache").get("memo:count:k") is None
     began = time.monotonic()
     body = (await client.get("/memo/k")).json()
