@@ -179,10 +179,9 @@ async def login(data: Credentials) -> dict[str, str]:
     stored = record.get("password_hash") if isinstance(record, dict) else None
     if not await asyncio.to_thread(_password_matches, stored, data.password):
         raise APIError(401, "invalid_credentials", "unknown username or wrong password")
-    session = await sessions.load()
-    session["user"] = data.username
-    # A new id, written with the user in it: an id known before login is worthless.
-    await sessions.regenerate()
+    # A new id, written with the user in it: an id known before login is
+    # worthless. If the store fails midway, nothing of the login is kept.
+    await sessions.regenerate(user=data.username)
     g.user = User(data.username)
     return {"username": data.username}
 

@@ -317,24 +317,39 @@ async def save() -> None:
         _forget(session)
 
 
-async def regenerate() -> str:
-    """Move the current session (data and scoped values) to a new id; return the id.
+async def regenerate(**changes: Any) -> str:
+    """Move the current session, with ``changes`` applied, to a new id; return the id.
 
-    Called on login, so that an id known before login (planted, or seen by
-    someone else) is worth nothing after it. An increment that lands on the
-    old id while it moves is lost with the old id.
+    Called on login (``regenerate(user=name)``), so that an id known before
+    login (planted, or seen by someone else) is worth nothing after it. An
+    increment that lands on the old id while it moves is lost with the old id.
+
+    All or nothing as far as the client can tell: if a store call fails, the
+    error is raised and the session is left in memory as it was, so the
+    response hook writes nothing and sets no cookie, even if the store is
+    back by then. A new id already written stays unused in the store until
+    its ttl ends; it never reached the client.
     """
     session = await load()
-    old = session.sid
-    session.sid = None
-    new = await ensure()
-    if old is not None:
-        store, ttl = _store_and_ttl()
-        for name in _SCOPED:
-            value = await store.get(_scoped_key(old, name))
-            if value is not None:
-                await store.set(_scoped_key(new, name), value, ttl=ttl)
-        await _delete_all(store, old)
+    old, before = session.sid, dict(session)
+    flags = (session.issue_cookie, session.drop_cookie, session.modified)
+    try:
+        session.update(changes)
+        session.sid = None
+        new = await ensure()
+        if old is not None:
+            store, ttl = _store_and_ttl()
+            for name in _SCOPED:
+                value = await store.get(_scoped_key(old, name))
+                if value is not None:
+                    await store.set(_scoped_key(new, name), value, ttl=ttl)
+            await _delete_all(store, old)
+    except BaseException:
+        session.clear()
+        session.update(before)
+        session.sid = old
+        session.issue_cookie, session.drop_cookie, session.modified = flags
+        raise
     return new
 
 

@@ -9,11 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-from quart import Quart, g
+from quart import Quart, Response, g
 from werkzeug.security import generate_password_hash
 
+from qapp import create_app
+from qapp.servers import RedisServer
 from qapp.state import get_store
-from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
+from tests.storedump import (
+    assert_json_error,
+    client_with_dead_store,
+    cookie_of,
+    dump,
+    snapshot,
+)
 
 ADA = {"username": "ada", "password": "analytical engine"}
 
@@ -259,3 +267,44 @@ async def test_store_down_is_json_503(tmp_path: Path) -> None:
     async with client_with_dead_store(tmp_path, STORE_URL="dead") as (_, c):
         assert_json_error(await c.post("/auth/register", json=ADA), 503, "store_unavailable")
         assert_json_error(await c.post("/auth/login", json=ADA), 503, "store_unavailable")
+
+
+async def test_login_that_fails_midway_keeps_nothing_even_if_the_store_returns(
+    tmp_path: Path,
+) -> None:
+    """The session store dies as a login moves the session, and is back before the
+    response goes out: the answer is a 503 with no cookie, and no session holds the user.
+
+    Sessions live in a Redis of this test's own, users in SQLite. The store is
+    killed before the login request and restarted in an ``after_request``
+    hook, which runs after the route failed and before the session is saved.
+    """
+    with RedisServer() as sessions_redis:
+        app = create_app(
+            {
+                "STORE_URL": f"sqlite://{tmp_path / 'qapp.db'}",
+                "SESSION_STORE_URL": sessions_redis.url,
+                "INSTANCE_PATH": str(tmp_path),
+            }
+        )
+        restarted: list[bool] = []
+
+        @app.after_request
+        async def store_is_back(response: Response) -> Response:
+            if not sessions_redis.ping():
+                await asyncio.to_thread(sessions_redis.start)
+                restarted.append(True)
+            return response
+
+        async with app.test_app():
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+                assert (await c.post("/auth/register", json=ADA)).status_code == 201
+                sessions_redis.kill()
+                response = await c.post("/auth/login", json=ADA)
+                assert restarted == [True]
+                assert_json_error(response, 503, "store_unavailable")
+                assert "set-cookie" not in response.headers
+                assert_json_error(await c.get("/auth/me"), 401)
+            async with app.app_context():
+                assert await dump(get_store("session")) == {}
