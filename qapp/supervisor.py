@@ -7,13 +7,14 @@ that is needless: a worker holds no state of its own that matters (the
 store has it all), so the right response to a crash is a fresh worker
 beside the ones still serving.
 
-This module is hypercorn's multi-worker loop with two changes. It uses
+This module is hypercorn's multi-worker loop with three changes. It uses
 hypercorn's own pieces (config, sockets, worker functions), but
 
 - a worker that exits is replaced, not mourned;
 - the parent binds one listening socket per worker with ``SO_REUSEPORT``
   (:mod:`qapp.listeners`), so the kernel spreads new connections evenly over
-  the workers; a replacement serves on the socket of the worker it replaces.
+  the workers; a replacement serves on the socket of the worker it replaces;
+- each worker tunes its garbage collector for serving (:mod:`qapp.worker`).
 
 SIGTERM or SIGINT to the parent shuts the workers down gracefully
 (``after_serving`` runs in each). A worker that keeps dying is not
@@ -40,6 +41,7 @@ from hypercorn.config import Config
 from hypercorn.typing import WorkerFunc
 
 from qapp.listeners import close_all, worker_sockets
+from qapp.worker import run as run_worker
 
 log = logging.getLogger("qapp.supervisor")
 
@@ -85,8 +87,8 @@ def serve(config: Config) -> int:
 
     def start_worker(slot: int) -> BaseProcess:
         process = ctx.Process(
-            target=worker_func,
-            kwargs={"config": config, "sockets": slots[slot], "shutdown_event": shutdown_event},
+            target=run_worker,
+            args=(worker_func, config, slots[slot], shutdown_event),
         )
         process.daemon = config.daemon
         # Every worker, first or replacement, starts with SIGINT ignored, so

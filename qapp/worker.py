@@ -1,0 +1,70 @@
+"""One worker process of ``qapp serve``: hypercorn's worker, with the garbage collector tuned.
+
+CPython frees most objects by reference counting; its cyclic collector
+only exists for reference cycles, and a request does leave some (asyncio
+tasks and futures, exceptions and their tracebacks): a worker with
+automatic collection off had 73,000 unreachable objects after 3 s at about
+2,300 requests a second. So the collector must run, but its defaults
+(thresholds 700, 10, 10) are tuned for small scripts, not for a server
+holding hundreds of connections:
+
+- A collection of the young generation runs every 700 allocations, many
+  times per request, and every object still in use by a request in flight
+  survives it and is promoted. At 1,000 connections a request is in flight
+  for a few hundred milliseconds, so nearly everything a request makes is
+  promoted, and then dies in the oldest generation.
+- The oldest generation is collected once enough has been promoted, and
+  each such collection walks every tracked object in the process: the
+  modules, the app, every connection.
+
+Measured on 2 workers under 1,000 connections (``POST /counter/atomic``,
+wrk, 2 cores), the collector took a third of each worker's CPU with the
+defaults; 17 full collections of about 100 ms each did most of it. With
+the settings below it took 4 to 6 %, with no full collection at all, and
+the worst pause fell from about 85 ms to about 45 ms.
+
+- :func:`gc.freeze` once the app is imported: everything that exists by
+  then (modules, the app, its routes) moves to a permanent generation that
+  no collection walks again.
+- A young-generation threshold of 50,000 allocations: a collection then
+  comes every few hundred requests, by which time most of what those
+  requests made has been freed by reference counting and only the cycles
+  are left to find.
+
+This is a policy of the serving process, so it lives here and not in
+:func:`qapp.create_app`: an app imported into another program leaves that
+program's collector alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+from multiprocessing.synchronize import Event
+
+from hypercorn.config import Config, Sockets
+from hypercorn.typing import WorkerFunc
+
+#: ``gc.set_threshold`` arguments for a worker: young, middle, old.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Set the worker's collector thresholds and freeze everything allocated so far."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+
+
+def run(
+    worker_func: WorkerFunc,
+    config: Config,
+    sockets: Sockets,
+    shutdown_event: Event,
+) -> None:
+    """The target of one worker process: import the app, tune the collector, serve."""
+    # hypercorn's worker imports the app itself; importing it first means the
+    # freeze covers it, and the worker then finds it in sys.modules.
+    module, _, _ = config.application_path.partition(":")
+    importlib.import_module(module)
+    tune_gc()
+    worker_func(config, sockets, shutdown_event)
