@@ -164,7 +164,10 @@ class StoreSessionInterface(SessionInterface):
         )
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
-        cookie = request.cookies.get(self.get_cookie_name(app))
+        cookies, name = request.cookies, self.get_cookie_name(app)
+        # Not cookies.get(name): werkzeug's get raises and catches a KeyError
+        # when the cookie is missing, on every request of a client without one.
+        cookie = cookies[name] if name in cookies else None  # noqa: SIM401
         candidate = None
         if cookie:
             try:

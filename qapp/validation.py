@@ -154,11 +154,23 @@ class StrictRequest(Request):
         raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}")
 
 
+def _raw_header(name: bytes) -> bytes | None:
+    """The current request's header ``name`` (lowercase) as the server passed it, or None."""
+    # From the ASGI scope rather than request.headers: werkzeug's Headers.get
+    # raises and catches a KeyError for every header that is missing, and
+    # this runs on every request, for headers that are usually missing.
+    for key, value in request.scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
 def has_body() -> bool:
     """True if the current request announces a body (a length above 0, or chunks)."""
-    if request.content_length:
+    if _raw_header(b"content-length") is not None and request.content_length:
         return True
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    encoding = _raw_header(b"transfer-encoding")
+    return encoding is not None and b"chunked" in encoding.lower()
 
 
 async def check_body() -> None:
