@@ -22,6 +22,14 @@ and no worker can take another's share. The parent keeps every socket open,
 so a replacement for a dead worker takes over that worker's socket and the
 connections waiting in its queue.
 
+Departure from DESIGN, which prefers ``worker_class = "uvloop"`` because
+uvloop workers stayed balanced on hypercorn's shared socket: they do, but
+only because each accepts so slowly, and the 1,000-connection benchmark
+showed what that costs. ``hypercorn.toml`` names asyncio workers, and the
+balance comes from the kernel instead. uvloop with an accept loop of its own
+was measured at 3 to 10 % more requests per second, not enough to carry a
+hand-written replacement for asyncio's server.
+
 Where the sockets cannot be made that way (a ``unix:`` or ``fd://`` bind,
 QUIC, a platform whose ``SO_REUSEPORT`` does not balance), every worker
 shares one set, as under plain hypercorn.
