@@ -16,7 +16,7 @@ import redis
 from quart import Quart
 
 from qapp import create_app
-from qapp.servers import RedisServer
+from qapp.servers import HypercornServer, RedisServer
 from qapp.state import Store, open_store
 
 BACKENDS = ["memory", "sqlite", "redis"]
@@ -27,6 +27,15 @@ def redis_server() -> Iterator[RedisServer]:
     """A redis-server of the test session's own, on a free loopback port."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer]:
+    """One qapp worker (``qapp serve``) on a SQLite file of its own, for one test module."""
+    folder: Path = tmp_path_factory.mktemp("one-worker")
+    env = {"QAPP_STORE_URL": f"sqlite://{folder / 'qapp.db'}", "QAPP_INSTANCE_PATH": str(folder)}
+    with HypercornServer(workers=1, env=env) as running:
+        yield running
 
 
 @pytest.fixture

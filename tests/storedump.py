@@ -65,6 +65,23 @@ async def snapshot(app: Quart) -> dict[str, dict[str, str]]:
     return {url: await dump(store) for url, store in stores.items()}
 
 
+async def assert_refused_unchanged(
+    app: Quart,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    status: int,
+    code: str | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request: it must get DESIGN's JSON error, and no store may change."""
+    before = await snapshot(app)
+    response = await client.request(method, path, **kwargs)
+    assert_json_error(response, status, code)
+    assert await snapshot(app) == before
+    return response
+
+
 def cookie_of(response: httpx.Response, name: str = "session") -> str | None:
     """The value a response sets for cookie ``name``, if it sets one."""
     for header in response.headers.get_list("set-cookie"):

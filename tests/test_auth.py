@@ -17,6 +17,7 @@ from qapp.servers import RedisServer
 from qapp.state import get_store
 from tests.storedump import (
     assert_json_error,
+    assert_refused_unchanged,
     client_with_dead_store,
     cookie_of,
     dump,
@@ -58,10 +59,10 @@ async def test_registration_does_not_log_in(client: httpx.AsyncClient) -> None:
 async def test_duplicate_registration_is_409(client: httpx.AsyncClient, app: Quart) -> None:
     """A taken name is a 409 and the first user's password still works."""
     await client.post("/auth/register", json=ADA)
-    before = await snapshot(app)
-    response = await client.post("/auth/register", json={**ADA, "password": "another one"})
-    assert_json_error(response, 409, "username_taken")
-    assert await snapshot(app) == before
+    again = {**ADA, "password": "another one"}
+    await assert_refused_unchanged(
+        app, client, "POST", "/auth/register", 409, "username_taken", json=again
+    )
     assert (await client.post("/auth/login", json=ADA)).status_code == 200
 
 
@@ -229,10 +230,7 @@ async def test_bad_bodies_change_nothing(
             "password_hash": generate_password_hash("x", "pbkdf2:sha256:1"),
         }
         await get_store("main").set("user:ada", record)
-    before = await snapshot(app)
-    response = await client.post(path, **kwargs)
-    assert_json_error(response, status, code)
-    assert await snapshot(app) == before
+    response = await assert_refused_unchanged(app, client, "POST", path, status, code, **kwargs)
     assert cookie_of(response) is None
 
 
@@ -257,9 +255,7 @@ async def test_wrong_methods_are_405(
     client: httpx.AsyncClient, app: Quart, method: str, path: str
 ) -> None:
     """Wrong methods on auth routes get a JSON 405 and change nothing."""
-    before = await snapshot(app)
-    assert_json_error(await client.request(method, path), 405, "method_not_allowed")
-    assert await snapshot(app) == before
+    await assert_refused_unchanged(app, client, method, path, 405, "method_not_allowed")
 
 
 async def test_store_down_is_json_503(tmp_path: Path) -> None:

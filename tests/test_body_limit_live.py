@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,12 +22,9 @@ LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer]:
-    """One hypercorn worker on a SQLite file of its own."""
-    folder: Path = tmp_path_factory.mktemp("body-limit")
-    env = {"QAPP_STORE_URL": f"sqlite://{folder / 'qapp.db'}", "QAPP_INSTANCE_PATH": str(folder)}
-    with HypercornServer(workers=1, env=env) as running:
-        yield running
+def server(one_worker_server: HypercornServer) -> HypercornServer:
+    """The module's live server."""
+    return one_worker_server
 
 
 def _read_answer(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
@@ -78,6 +73,15 @@ def _server_hangs_up(sock: socket.socket, seconds: float = 5.0) -> int | None:
     return None
 
 
+def _assert_413_then_hang_up(sock: socket.socket) -> None:
+    """The JSON 413 arrives, then the server hangs up, having taken no more
+    than the sockets' buffers hold of the rest of the body."""
+    _assert_413(*_read_answer(sock))
+    taken = _server_hangs_up(sock)
+    assert taken is not None
+    assert taken < 64 * 1024 * 1024
+
+
 def _assert_no_exception_logged(server: HypercornServer) -> None:
     log = server.log_path.read_text(errors="replace")
     assert "Traceback" not in log
@@ -101,12 +105,8 @@ def test_announced_huge_body_gets_413_after_its_first_bytes(server: HypercornSer
             f"Content-Length: {announced}",
         )
         sock.sendall(head + b'"' + b"x" * (16 * 1024))
-        _assert_413(*_read_answer(sock))
-        # It does not drain the announced gigabyte: it hangs up, having taken
-        # no more than the sockets' buffers hold.
-        taken = _server_hangs_up(sock)
-        assert taken is not None
-        assert taken < 64 * 1024 * 1024
+        # It does not drain the announced gigabyte.
+        _assert_413_then_hang_up(sock)
     assert httpx.get(f"{server.url}/cache/big").status_code == 404
     _assert_no_exception_logged(server)
 
@@ -128,10 +128,7 @@ def test_endless_chunked_body_gets_413_once_over_the_limit(server: HypercornServ
         # 96 KiB: over the limit, and never the closing zero-length chunk.
         for _ in range(12):
             sock.sendall(framed)
-        _assert_413(*_read_answer(sock))
-        taken = _server_hangs_up(sock)
-        assert taken is not None
-        assert taken < 64 * 1024 * 1024
+        _assert_413_then_hang_up(sock)
     assert httpx.get(f"{server.url}/cache/stream").status_code == 404
     _assert_no_exception_logged(server)
 

@@ -11,7 +11,12 @@ import httpx
 import pytest
 from quart import Quart
 
-from tests.storedump import assert_json_error, client_with_dead_store, snapshot
+from tests.storedump import (
+    assert_json_error,
+    assert_refused_unchanged,
+    client_with_dead_store,
+    snapshot,
+)
 
 JSON = {"content-type": "application/json"}
 #: Valid JSON, but nested deeper than Python's parser can recurse.
@@ -161,10 +166,7 @@ async def test_bad_requests_change_nothing(
 ) -> None:
     """Bad keys, ttls, bodies and methods get DESIGN's JSON 4xx, and the store is unchanged."""
     await client.put("/cache/k", json="original")
-    before = await snapshot(app)
-    response = await client.request(method, path, **kwargs)
-    assert_json_error(response, status, code)
-    assert await snapshot(app) == before
+    await assert_refused_unchanged(app, client, method, path, status, code, **kwargs)
     assert (await client.get("/cache/k")).json() == {"key": "k", "value": "original"}
 
 

@@ -17,7 +17,11 @@ from quart import Quart
 
 from qapp import create_app
 from qapp.state import LockTimeout, get_store
-from tests.storedump import assert_json_error, client_with_dead_store, snapshot
+from tests.storedump import (
+    assert_json_error,
+    assert_refused_unchanged,
+    client_with_dead_store,
+)
 
 
 async def _client_for(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
@@ -233,10 +237,7 @@ async def test_bad_requests_change_nothing(
     status: int,
 ) -> None:
     """Bad keys and wrong methods get a JSON 4xx and compute nothing."""
-    before = await snapshot(app)
-    response = await client.request(method, path, **kwargs)
-    assert_json_error(response, status)
-    assert await snapshot(app) == before
+    await assert_refused_unchanged(app, client, method, path, status, **kwargs)
 
 
 async def test_store_down_is_json_503(tmp_path: Path) -> None:

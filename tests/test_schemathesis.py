@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,12 +31,9 @@ SENT: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer]:
-    """One hypercorn worker on a SQLite file of its own."""
-    folder: Path = tmp_path_factory.mktemp("schemathesis")
-    env = {"QAPP_STORE_URL": f"sqlite://{folder / 'qapp.db'}", "QAPP_INSTANCE_PATH": str(folder)}
-    with HypercornServer(workers=1, env=env) as running:
-        yield running
+def live(one_worker_server: HypercornServer) -> HypercornServer:
+    """The module's live server."""
+    return one_worker_server
 
 
 @pytest.fixture(scope="module")

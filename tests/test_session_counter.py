@@ -8,7 +8,7 @@ import httpx
 import pytest
 from quart import Quart
 
-from tests.storedump import assert_json_error, cookie_of, snapshot
+from tests.storedump import assert_refused_unchanged, cookie_of, snapshot
 
 JSON = {"content-type": "application/json"}
 TEXT = {"content-type": "text/plain"}
@@ -105,8 +105,5 @@ async def test_bad_requests_change_nothing(
 ) -> None:
     """Bad bodies, methods and paths get a JSON 4xx and leave counter and store unchanged."""
     await client.post("/session/counter/inc")
-    before = await snapshot(app)
-    response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
-    assert_json_error(response, status)
-    assert await snapshot(app) == before
+    await assert_refused_unchanged(app, client, method, path, status, None, **kwargs)
     assert (await client.get("/session/counter")).json() == {"counter": 1}
