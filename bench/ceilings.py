@@ -24,7 +24,7 @@ from pathlib import Path
 import aiosqlite
 
 from qapp.backends import sqlite as sqlite_backend
-from qapp.servers import redis_server_binary
+from qapp.testing import redis_server_binary
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from bench.routes import ROUTES
 from bench.runner import Settings, StoreName, run, say
 from bench.targets import evaluate
 from bench.wrk import BenchError, wrk_binary
-from qapp.servers import ServerError
+from qapp.testing import ServerError
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from typing import Any
 from bench.runner import Measurement, Run
 from bench.targets import Target, evaluate
 from bench.wrk import wrk_version
-from qapp.servers import redis_server_binary
+from qapp.testing import redis_server_binary
 
 #: Default output directory, inside the ``bench`` package.
 RESULTS = Path(__file__).with_name("results")

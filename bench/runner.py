@@ -32,7 +32,7 @@ from bench import ceilings
 from bench.cpu import tree_cpu_seconds
 from bench.routes import PEER_ROUTES, ROUTES, Route, prepare
 from bench.wrk import BenchError, Load, WrkResult, run_wrk
-from qapp.servers import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, RedisServer
 
 StoreName: TypeAlias = Literal["sqlite", "redis"]
 ServerName: TypeAlias = Literal["qapp", "peer"]

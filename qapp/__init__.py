@@ -1,61 +1,40 @@
 """qapp: where state lives in an async Python web app.
 
-``create_app`` builds the Quart service; :mod:`qapp.state` is the state
-layer (one async Store over memory, SQLite and Redis) that it stands on.
+Four layers, each importing only the ones above it in this list:
+
+- :mod:`qapp.state` and :mod:`qapp.backends`: the store API, with no web
+  framework (``import qapp.state`` loads no Quart);
+- :mod:`qapp.ext`: the Quart extension, :class:`~qapp.ext.Qapp`: stores per
+  worker, server-side sessions, ``g.user`` and :func:`~qapp.ext.login_required`;
+- :mod:`qapp.service`: the demo service and race lab, built on the two above
+  (:func:`create_app`; ``qapp.routes`` is its URL map);
+- serving and tools: ``qapp serve`` (:mod:`qapp.server`), ``qapp race``
+  (:mod:`qapp.tools`) and :mod:`qapp.testing`.
+
+The names below are loaded on first use, so that importing the store API
+alone never pulls in Quart.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from quart import Quart
+if TYPE_CHECKING:
+    from qapp.ext import Qapp, login_required
+    from qapp.service import create_app
 
-from qapp import (
-    auth,
-    cache,
-    config,
-    errors,
-    memo,
-    page,
-    race,
-    routes,
-    session_counter,
-    sessions,
-    state,
-    validation,
-)
+__all__ = ["Qapp", "create_app", "login_required"]
 
-__all__ = ["create_app"]
+_LAZY = {
+    "Qapp": "qapp.ext",
+    "login_required": "qapp.ext",
+    "create_app": "qapp.service",
+}
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
-    """Build the app: defaults, then ``QAPP_*`` variables, then ``test_config``.
-
-    Nothing connects here. Each hypercorn worker builds its own app and opens
-    its stores in ``before_serving``, inside its own event loop.
-
-    Raises:
-        ConfigurationError: a store URL is malformed or names no known backend.
-    """
-    settings = config.resolve(test_config)
-    app = Quart(__name__, instance_path=settings["INSTANCE_PATH"])
-    app.config.update(settings)
-    # Answers keep the order their routes built them in.
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.getLogger("qapp").setLevel(logging.INFO)
-
-    errors.init_app(app)
-    state.init_app(app)
-    # Bad bodies are refused before the session hook reads any store.
-    validation.init_app(app)
-    sessions.init_app(app)
-    app.register_blueprint(routes.bp)
-    app.register_blueprint(race.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(session_counter.bp)
-    app.register_blueprint(cache.bp)
-    app.register_blueprint(memo.bp)
-    app.register_blueprint(page.bp)
-    return app
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qapp' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

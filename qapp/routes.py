@@ -1,57 +1,29 @@
-"""Service-wide routes: ``/health``."""
+"""The service's URL map: every blueprint of :mod:`qapp.service`, registered in one place.
+
+==============================  ==========================================
+URL                             module
+==============================  ==========================================
+``/health``                     :mod:`qapp.service.health`
+``/counter/<strategy>``         :mod:`qapp.service.race` (the race lab)
+``/auth/…``                     :mod:`qapp.service.auth`
+``/session/counter[/…]``        :mod:`qapp.service.session_counter`
+``/cache/<key>``                :mod:`qapp.service.cache`
+``/memo/<key>``                 :mod:`qapp.service.memo`
+``/``                           :mod:`qapp.service.page` (the lab's page)
+``/openapi.json``, ``/docs``    quart-schema, set up by :mod:`qapp.service.validation`
+==============================  ==========================================
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import Any
+from quart import Quart
 
-from pydantic import BaseModel
-from quart import Blueprint, Response, current_app, jsonify
+from qapp.service import auth, cache, health, memo, page, race, session_counter
 
-from qapp.apidoc import document_response
-from qapp.errors import RETRY_AFTER
-from qapp.state import AppState, StoreUnavailable
-
-log = logging.getLogger(__name__)
-
-bp = Blueprint("health", __name__)
+__all__ = ["register"]
 
 
-class HealthAnswer(BaseModel):
-    """Every store answers; ``warning`` says when the store is this worker's own."""
-
-    status: str
-    worker: int
-    store: str
-    warning: str | None = None
-
-
-class HealthDown(HealthAnswer):
-    """A store cannot be reached: the health answer with an error code and message."""
-
-    error: str
-    message: str
-
-
-@bp.get("/health")
-@document_response(HealthAnswer, 200)
-@document_response(HealthDown, 503)
-async def health() -> tuple[Response, int, dict[str, str]] | dict[str, Any]:
-    """Answer 200 if every configured store answers, else a JSON 503."""
-    state: AppState = current_app.extensions["qapp"]
-    body: dict[str, Any] = {"status": "ok", "worker": os.getpid(), "store": state.main.name}
-    if state.main.scope == "process":
-        body["warning"] = "memory store: each worker has its own copy; shared state is not shared"
-    try:
-        # Each distinct store once (roles may share one).
-        for store in {id(s): s for s in state.stores.values()}.values():
-            await store.ping()
-    except StoreUnavailable as exc:
-        # The detail (paths, hosts) is for the log, not for anyone who asks.
-        log.warning("health: %s", exc)
-        body.update(
-            status="unavailable", error="store_unavailable", message="a store cannot be reached"
-        )
-        return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER)}
-    return body
+def register(app: Quart) -> None:
+    """Register every blueprint of the service on ``app``."""
+    for module in (health, race, auth, session_counter, cache, memo, page):
+        app.register_blueprint(module.bp)

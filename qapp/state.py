@@ -1,14 +1,27 @@
-"""The state layer: one async key-value Store, three homes for shared state.
+"""The store API: one async key-value Store, a home for state at every scale.
 
-A store is chosen by URL and keeps the same promises on every backend:
+This module is the front door of qapp's state library. It needs no web
+framework (``import qapp.state`` loads no Quart) and works in any asyncio
+program::
 
-============  =========================  ==========================================
-URL           backend                    who shares the data
-============  =========================  ==========================================
-memory://     :class:`MemoryStore`       the coroutines of this process only
-sqlite:///p   ``qapp.backends.sqlite``   every worker process on this host
-redis://h/0   ``qapp.backends.redis``    every worker on every host
-============  =========================  ==========================================
+    store = await open_store("sqlite:///var/qapp.db")
+    await store.incr("hits")                       # atomic for every sharer
+    cache = store.namespace("cache")               # keys cannot collide
+
+A store is chosen by URL and keeps the same promises on every backend, each
+in its own module under :mod:`qapp.backends`, imported only when its URL is
+used (so ``memory://`` never imports a driver):
+
+============  =============================  ======================================
+URL           backend                        who shares the data
+============  =============================  ======================================
+memory://     ``qapp.backends.memory``       the coroutines of this process only
+sqlite:///p   ``qapp.backends.sqlite``       every worker process on this host
+redis://h/0   ``qapp.backends.redis``        every worker on every host
+============  =============================  ======================================
+
+A new backend is one module with a :class:`Store` subclass and one line in
+:data:`BACKENDS`.
 
 Values are JSON and nothing is ever pickled. ``ttl`` is a number of seconds
 (fractions allowed) everywhere, and an expired key is never returned.
@@ -30,38 +43,28 @@ A missing key is ``None``, never an exception.
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
-import functools
 import importlib
 import json
 import logging
 import math
-import random
-import secrets
-import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import re
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from quart import Quart
-
 __all__ = [
+    "BACKENDS",
     "ConfigurationError",
     "InvalidValue",
     "JSONValue",
     "LockTimeout",
-    "MemoryStore",
+    "Namespace",
     "QappError",
+    "Scope",
     "Store",
     "StoreError",
     "StoreUnavailable",
-    "get_store",
-    "init_app",
     "open_store",
     "redact",
     "store_from_url",
@@ -131,6 +134,14 @@ def check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
+def lease_and_wait(timeout: float, wait: float | None) -> tuple[float, float]:
+    """A lock's lease (``timeout``, checked) and how long to wait for it (``wait`` or the lease)."""
+    lease = check_ttl(timeout)
+    if lease is None:
+        raise ValueError("a lock needs a lease")
+    return lease, lease if wait is None else wait
+
+
 def check_delta(delta: int) -> int:
     """Return ``delta`` if it is a plain integer."""
     if isinstance(delta, bool) or not isinstance(delta, int):
@@ -148,14 +159,12 @@ class Store(abc.ABC):
     """
 
     #: The URL scheme that selects this backend.
-    scheme: ClassVar[str]
+    scheme: str
     #: Who sees this store's data.
-    scope: ClassVar[Scope]
+    scope: Scope
 
     def __init__(self, url: str) -> None:
         self.url = url
-        # Releases of locks that cancelled waiters took; see _attempt.
-        self._giving_back: set[asyncio.Future[None]] = set()
 
     @property
     def name(self) -> str:
@@ -218,6 +227,7 @@ class Store(abc.ABC):
         after its first increment.
         """
 
+    @abc.abstractmethod
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
@@ -232,195 +242,79 @@ class Store(abc.ABC):
         Raises:
             LockTimeout: the lock was not acquired within ``wait`` seconds.
         """
-        lease = check_ttl(timeout)
-        assert lease is not None, "a lock needs a lease"
-        patience = lease if wait is None else wait
-        return self._polling_lock(name, lease, patience)
 
-    # Backends shared between processes implement these two and inherit a
-    # polling lock; the memory store overrides :meth:`lock` with asyncio's.
-    async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
-        raise NotImplementedError
+    def namespace(self, name: str) -> Store:
+        """A view of this store whose keys and locks live under ``name``.
 
-    async def _release(self, name: str, token: str) -> None:
-        raise NotImplementedError
-
-    async def _attempt(self, name: str, token: str, lease: float) -> bool:
-        """One try at the lock that a cancelled waiter cannot leave half done.
-
-        A waiter is cancelled when its client goes away. By then its acquire
-        may already be on its way to the store, and may still take the lock
-        for nobody: every other waiter would sit out the lease. So the try
-        runs to its end regardless, and a lock it took is given back.
+        ``store.namespace("cache").get("k")`` reads the key ``cache:k``: two
+        namespaces never see each other's keys, and views nest
+        (``store.namespace("session").namespace("counter")``). A view shares
+        its store's connection; closing the view leaves the store open.
+        On ``memory://`` each top-level namespace is also bounded on its own,
+        so a flood of one kind of entry never evicts another kind.
         """
-        attempt = asyncio.ensure_future(self._try_acquire(name, token, lease))
-        try:
-            return await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            attempt.add_done_callback(functools.partial(self._give_back, name, token))
-            raise
-
-    def _give_back(self, name: str, token: str, attempt: asyncio.Future[bool]) -> None:
-        if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
-            return
-        release = asyncio.ensure_future(self._release(name, token))
-        # Keep a reference until it is done, and never leave its error unread.
-        self._giving_back.add(release)
-        release.add_done_callback(self._giving_back.discard)
-        release.add_done_callback(lambda task: task.cancelled() or task.exception())
-
-    @contextlib.asynccontextmanager
-    async def _polling_lock(self, name: str, lease: float, wait: float) -> AsyncIterator[None]:
-        token = secrets.token_hex(16)
-        deadline = time.monotonic() + wait
-        delay = 0.001
-        while not await self._attempt(name, token, lease):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s")
-            # Exponential backoff with jitter keeps many waiters from polling
-            # in step; the cap keeps the hand-over latency low.
-            await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 0.05)
-        try:
-            yield
-        finally:
-            # Release even if the holder was cancelled, so waiters need not
-            # sit out the lease. The token makes a late release harmless. A
-            # release that fails is logged, not raised: the work inside is
-            # done (a 503 would invite a retry that does it twice), and the
-            # lease frees the lock.
-            try:
-                await asyncio.shield(self._release(name, token))
-            except StoreError as exc:
-                log.warning("lock %r not released (its lease will free it): %s", name, exc)
+        return Namespace(self, check_namespace(name))
 
 
-class MemoryStore(Store):
-    """A bounded in-process store: state of one worker, gone when it exits.
+def check_namespace(name: str) -> str:
+    """Return ``name`` if it can name a namespace: letters, digits, ``_ . -``."""
+    if not isinstance(name, str) or not NAMESPACE_PATTERN.fullmatch(name):
+        raise ValueError(f"a namespace is 1 to 64 of A-Z a-z 0-9 _ . -, not {name!r}")
+    return name
 
-    Right for tests and one-process tools. Under several workers each has its
-    own copy, which is why ``/health`` and the startup log warn about it.
-    The oldest entries are evicted beyond ``max_entries``.
-    """
 
-    scheme = "memory"
-    scope = "process"
+#: What a namespace's name may look like: no ``:``, which separates it from the key.
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-    def __init__(self, url: str = "memory://", max_entries: int = 10_000) -> None:
-        super().__init__(url)
-        if max_entries < 1:
-            raise ConfigurationError("max_entries must be at least 1")
-        self.max_entries = max_entries
-        # key -> (JSON text, expiry on the monotonic clock or None). Values are
-        # kept encoded so that a caller mutating a returned dict changes nothing.
-        self._data: OrderedDict[str, tuple[str, float | None]] = OrderedDict()
-        # name -> (lock, holders and waiters)
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @staticmethod
-    def _now() -> float:
-        # Monotonic: a wall-clock step must not expire or revive entries.
-        return time.monotonic()
+class Namespace(Store):
+    """Keys and locks of ``store`` under one prefix: see :meth:`Store.namespace`."""
 
-    def _live(self, key: str) -> str | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        raw, expires = item
-        if expires is not None and expires <= self._now():
-            del self._data[key]
-            return None
-        return raw
+    def __init__(self, store: Store, name: str) -> None:
+        super().__init__(store.url)
+        self.store = store
+        self.prefix = f"{name}:"
+        self.scheme = store.scheme
+        self.scope = store.scope
 
-    def _put(self, key: str, raw: str, ttl: float | None) -> None:
-        expires = None if ttl is None else self._now() + ttl
-        self._data[key] = (raw, expires)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+    @property
+    def name(self) -> str:
+        return self.store.name
 
-    async def ping(self) -> None:
-        return None
+    def namespace(self, name: str) -> Store:
+        return Namespace(self.store, self.prefix + check_namespace(name))
+
+    async def connect(self) -> None:
+        await self.store.connect()
 
     async def close(self) -> None:
-        return None
+        """Nothing: the store the view belongs to owns the connection."""
+
+    async def ping(self) -> None:
+        await self.store.ping()
 
     async def get(self, key: str) -> JSONValue:
-        raw = self._live(key)
-        return None if raw is None else loads(raw)
+        return await self.store.get(self.prefix + key)
 
     async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
-        self._put(key, dumps(value), check_ttl(ttl))
+        await self.store.set(self.prefix + key, value, ttl)
 
     async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
-        raw, ttl = dumps(value), check_ttl(ttl)
-        # No await between the check and the write: atomic within the loop.
-        if self._live(key) is not None:
-            return False
-        self._put(key, raw, ttl)
-        return True
+        return await self.store.add(self.prefix + key, value, ttl)
 
     async def delete(self, key: str) -> bool:
-        found = self._live(key) is not None
-        self._data.pop(key, None)
-        return found
+        return await self.store.delete(self.prefix + key)
 
     async def expire(self, key: str, ttl: float | None) -> bool:
-        ttl = check_ttl(ttl)
-        raw = self._live(key)
-        if raw is None:
-            return False
-        self._data[key] = (raw, None if ttl is None else self._now() + ttl)
-        return True
+        return await self.store.expire(self.prefix + key, ttl)
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        delta, ttl = check_delta(delta), check_ttl(ttl)
-        raw = self._live(key)
-        if raw is None:
-            self._put(key, str(delta), ttl)
-            return delta
-        current = loads(raw)
-        if isinstance(current, bool) or not isinstance(current, int):
-            raise InvalidValue(f"value at {key!r} is not an integer")
-        value = current + delta
-        self._data[key] = (str(value), self._data[key][1])
-        return value
+        return await self.store.incr(self.prefix + key, delta, ttl=ttl)
 
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        lease = check_ttl(timeout)
-        assert lease is not None
-        return self._local_lock(name, lease if wait is None else wait)
-
-    @contextlib.asynccontextmanager
-    async def _local_lock(self, name: str, wait: float) -> AsyncIterator[None]:
-        # No lease is needed: a holder cannot die without its process, and with
-        # the process the lock is gone too. asyncio.Lock also queues waiters
-        # fairly instead of polling.
-        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
-        self._locks[name] = (lock, users + 1)
-        try:
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                # cancel that lands as the lock is granted. A free lock is taken
-                # without suspending, so even wait=0 gets it.
-                async with asyncio.timeout(wait):
-                    await lock.acquire()
-            except TimeoutError:
-                raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            # Forget a lock nobody holds or waits for, so names cannot pile up.
-            lock, users = self._locks[name]
-            if users == 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
+        return self.store.lock(self.prefix + name, timeout, wait=wait)
 
 
 # --- choosing a backend by URL ---------------------------------------------
@@ -428,11 +322,13 @@ class MemoryStore(Store):
 #: scheme -> "module:Class", imported only when used so that memory:// never
 #: imports a driver.
 BACKENDS: dict[str, str] = {
-    "memory": "qapp.state:MemoryStore",
+    "memory": "qapp.backends.memory:MemoryStore",
     "sqlite": "qapp.backends.sqlite:SQLiteStore",
     "redis": "qapp.backends.redis:RedisStore",
     "rediss": "qapp.backends.redis:RedisStore",
     "unix": "qapp.backends.redis:RedisStore",
+    "postgresql": "qapp.backends.postgres:PostgresStore",
+    "postgres": "qapp.backends.postgres:PostgresStore",
 }
 
 
@@ -479,73 +375,3 @@ async def open_store(url: str) -> Store:
         await store.close()
         raise
     return store
-
-
-# --- wiring into a Quart app -------------------------------------------------
-
-Role: TypeAlias = Literal["main", "session", "cache"]
-
-#: The config key that names each role's store URL.
-ROLE_CONFIG: dict[Role, str] = {
-    "main": "STORE_URL",
-    "session": "SESSION_STORE_URL",
-    "cache": "CACHE_STORE_URL",
-}
-
-
-@dataclass
-class AppState:
-    """The stores of one app in one worker, kept in ``app.extensions["qapp"]``."""
-
-    stores: dict[Role, Store]
-
-    @property
-    def main(self) -> Store:
-        return self.stores["main"]
-
-
-def init_app(app: Quart) -> None:
-    """Give ``app`` its stores: built now, connected per worker, closed at shutdown.
-
-    URLs are checked here, so a bad one fails at startup. Roles that share a
-    URL share one store (and one connection pool). Connections are made in
-    ``before_serving``, inside each worker's own event loop; a store that is
-    down then is logged, and the app serves 503s until it comes back.
-    """
-    by_url: dict[str, Store] = {}
-    stores: dict[Role, Store] = {}
-    for role, key in ROLE_CONFIG.items():
-        url = app.config.get(key) or app.config["STORE_URL"]
-        if url not in by_url:
-            by_url[url] = store_from_url(url)
-        stores[role] = by_url[url]
-    app.extensions["qapp"] = AppState(stores)
-
-    @app.before_serving
-    async def connect_stores() -> None:
-        for url, store in by_url.items():
-            if store.scope == "process":
-                log.warning(
-                    "store %s is process-local: with several workers each has its own "
-                    "copy, and 'shared' state is not shared",
-                    redact(url),
-                )
-            try:
-                await store.connect()
-            except StoreUnavailable as exc:
-                log.warning("store %s unavailable at startup (%s); will retry", redact(url), exc)
-
-    @app.after_serving
-    async def close_stores() -> None:
-        for store in by_url.values():
-            await store.close()
-
-
-def get_store(role: Role = "main", app: Quart | None = None) -> Store:
-    """Return the current app's store for ``role`` (main, session or cache)."""
-    if app is None:
-        from quart import current_app
-
-        app = current_app
-    state: AppState = app.extensions["qapp"]
-    return state.stores[role]

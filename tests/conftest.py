@@ -16,8 +16,8 @@ import redis
 from quart import Quart
 
 from qapp import create_app
-from qapp.servers import HypercornServer, RedisServer
 from qapp.state import Store, open_store
+from qapp.testing import HypercornServer, RedisServer
 
 BACKENDS = ["memory", "sqlite", "redis"]
 

@@ -29,7 +29,7 @@ from quart import Quart
 KEY_CHARS = frozenset(string.ascii_letters + string.digits + "._:-")
 #: DESIGN: a request body is at most 64 KiB.
 MAX_BODY = 64 * 1024
-#: The deepest JSON nesting qapp accepts (qapp.validation.MAX_DEPTH, restated).
+#: The deepest JSON nesting qapp accepts (qapp.service.validation.MAX_DEPTH, restated).
 MAX_DEPTH = 100
 #: Methods whose body must be declared JSON.
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

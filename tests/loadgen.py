@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 #: Seconds a client waits for any one answer before it counts as hung. Inside
 #: the app every store operation is bounded (Redis: 5 s for a pool slot, 2 s

@@ -20,10 +20,12 @@ import redis.asyncio as aioredis
 from quart import Quart
 
 from qapp import create_app
+from qapp.backends.memory import MemoryStore
 from qapp.backends.redis import DATA_PREFIX, RedisStore
 from qapp.backends.sqlite import SQLiteStore
-from qapp.servers import free_port
-from qapp.state import AppState, MemoryStore, Store
+from qapp.ext import state_of
+from qapp.state import Store
+from qapp.testing import free_port
 
 
 async def dump(store: Store) -> dict[str, str]:
@@ -32,7 +34,8 @@ async def dump(store: Store) -> dict[str, str]:
         now = time.monotonic()
         return {
             key: raw
-            for key, (raw, expires) in store._data.items()
+            for bucket in store.buckets.values()
+            for key, (raw, expires) in bucket.items()
             if expires is None or expires > now
         }
     if isinstance(store, SQLiteStore):
@@ -60,8 +63,7 @@ async def dump(store: Store) -> dict[str, str]:
 
 async def snapshot(app: Quart) -> dict[str, dict[str, str]]:
     """The contents of every distinct store of ``app``, by URL."""
-    state: AppState = app.extensions["qapp"]
-    stores = {store.url: store for store in state.stores.values()}
+    stores = {store.url: store for store in state_of(app).distinct_stores()}
     return {url: await dump(store) for url, store in stores.items()}
 
 

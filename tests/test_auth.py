@@ -13,8 +13,8 @@ from quart import Quart, Response, g
 from werkzeug.security import generate_password_hash
 
 from qapp import create_app
-from qapp.servers import RedisServer
-from qapp.state import get_store
+from qapp.ext import get_store
+from qapp.testing import RedisServer
 from tests.storedump import (
     assert_json_error,
     assert_refused_unchanged,
@@ -90,7 +90,7 @@ async def test_unfinished_registration_holds_the_name_but_logs_nobody_in(
 ) -> None:
     """A name claimed by a registration still hashing is taken, and nobody can log in as it."""
     async with app.app_context():
-        await get_store("main").add("user:ada", {"username": "ada"}, ttl=30)
+        await get_store().add("user:ada", {"username": "ada"}, ttl=30)
     assert_json_error(await client.post("/auth/register", json=ADA), 409, "username_taken")
     assert_json_error(await client.post("/auth/login", json=ADA), 401, "invalid_credentials")
 
@@ -142,7 +142,7 @@ async def test_deleted_user_is_logged_out(client: httpx.AsyncClient, app: Quart)
     """g.user is loaded from the store each request: a removed user is no longer logged in."""
     await _register_and_login(client, ADA)
     async with app.app_context():
-        await get_store("main").delete("user:ada")
+        await get_store().delete("user:ada")
     assert (await client.get("/auth/me")).status_code == 401
 
 
@@ -229,7 +229,7 @@ async def test_bad_bodies_change_nothing(
             "username": "ada",
             "password_hash": generate_password_hash("x", "pbkdf2:sha256:1"),
         }
-        await get_store("main").set("user:ada", record)
+        await get_store().set("user:ada", record)
     response = await assert_refused_unchanged(app, client, "POST", path, status, code, **kwargs)
     assert cookie_of(response) is None
 

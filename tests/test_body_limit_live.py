@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 pytestmark = pytest.mark.slow
 

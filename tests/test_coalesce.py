@@ -1,4 +1,4 @@
-"""Coalesced increments (qapp.coalesce) on SQLite and Redis: fewer writes, same numbers.
+"""Coalesced increments (qapp.backends.coalesce) on SQLite and Redis: fewer writes, same numbers.
 
 Each test runs on a real SQLite file and a real redis-server. ``sends`` is
 the batcher's own count of store calls, read to prove that increments were
@@ -13,7 +13,7 @@ import random
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from qapp.coalesce import IncrBatcher
+from qapp.backends.coalesce import IncrBatcher
 from qapp.state import InvalidValue, Store, open_store
 
 PROCESSES = 4
@@ -21,7 +21,7 @@ PROCESSES = 4
 
 def batcher(store: Store) -> IncrBatcher:
     """The store's batcher; only the shared backends have one."""
-    found = getattr(store, "_incr_batches", None)
+    found = getattr(store, "incr_batches", None)
     assert isinstance(found, IncrBatcher)
     return found
 

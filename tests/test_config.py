@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qapp import config, create_app
+from qapp import create_app
+from qapp.service import config
 
 
 def test_defaults_to_sqlite_in_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +41,7 @@ def test_roles_sharing_a_url_share_a_store(tmp_path: Path) -> None:
     """Roles configured with one URL get one store object (one pool), not three."""
     app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
     stores = app.extensions["qapp"].stores
-    assert stores["main"] is stores["session"] is stores["cache"]
+    assert stores["default"] is stores["session"] is stores["cache"]
 
 
 def test_secret_key_generated_once_owner_only(tmp_path: Path) -> None:

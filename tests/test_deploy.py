@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 pytestmark = pytest.mark.slow
 

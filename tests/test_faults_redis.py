@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qapp.servers import HypercornServer, RedisServer
 from qapp.state import StoreUnavailable, open_store
+from qapp.testing import HypercornServer, RedisServer
 from tests.loadgen import Answer, Load, http, send, values
 
 pytestmark = pytest.mark.slow

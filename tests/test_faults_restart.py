@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 pytestmark = pytest.mark.slow
 

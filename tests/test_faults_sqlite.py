@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from qapp.counters import LOCK_LEASE
-from qapp.servers import HypercornServer
+from qapp.service.counters import LOCK_LEASE
+from qapp.testing import HypercornServer
 from tests.loadgen import (
     Answer,
     Load,

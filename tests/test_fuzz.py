@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer
 from quart import Quart
 
-from qapp import sessions
+from qapp.ext import sessions
 from tests.hostile import (
     MAX_BODY,
     STATE_CHANGING,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from hypercorn.config import Config, Sockets
 
-from qapp.listeners import close_all, worker_sockets
-from qapp.servers import HypercornServer
+from qapp.server.listeners import close_all, worker_sockets
+from qapp.testing import HypercornServer
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from qapp.servers import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, RedisServer
 from tests.loadgen import REQUEST_TIMEOUT, Answer, http, send, values
 
 pytestmark = pytest.mark.slow

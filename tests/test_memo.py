@@ -16,7 +16,8 @@ import pytest
 from quart import Quart
 
 from qapp import create_app
-from qapp.state import LockTimeout, get_store
+from qapp.ext import get_store
+from qapp.state import LockTimeout
 from tests.storedump import (
     assert_json_error,
     assert_refused_unchanged,

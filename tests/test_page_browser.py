@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from qapp.servers import HypercornServer, free_port
+from qapp.testing import HypercornServer, free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

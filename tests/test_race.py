@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from qapp import create_app
-from qapp.counters import STRATEGIES
-from qapp.servers import free_port
+from qapp.service.counters import STRATEGIES
+from qapp.testing import free_port
 
 #: Concurrent requests per demonstration, as in DESIGN's measured lesson.
 N = 200

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qapp.servers import HypercornServer, free_port
+from qapp.testing import HypercornServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def qapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the ``qapp`` command in a child process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "qapp.cli", *args],
+        [sys.executable, "-m", "qapp.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

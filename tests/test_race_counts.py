@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qapp.race_cli import Outcome, tally
+from qapp.tools.race import Outcome, tally
 
 A, B = 101, 202  # two worker pids
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from qapp.servers import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import BaseSchema
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 pytestmark = pytest.mark.slow
 

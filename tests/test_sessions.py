@@ -16,9 +16,10 @@ import pytest
 from itsdangerous import URLSafeSerializer
 from quart import Quart, session
 
-from qapp import create_app, sessions
-from qapp.servers import free_port
+from qapp import create_app
+from qapp.ext import sessions
 from qapp.state import Store
+from qapp.testing import free_port
 from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
 
 
@@ -86,7 +87,7 @@ async def test_session_data_is_json_in_the_store(client: httpx.AsyncClient, app:
     assert cookie is not None
     contents = await snapshot(app)
     raw = next(data[f"session:{_sid(app, cookie)}"] for data in contents.values())
-    assert json.loads(raw) == {"user": "ada"}
+    assert json.loads(raw) == {"_user_id": "ada"}
 
 
 async def test_secure_cookie_when_configured(store_url: str, tmp_path: Path) -> None:
@@ -445,3 +446,29 @@ async def test_session_store_down_fails_only_routes_that_need_it(tmp_path: Path)
         assert_json_error(await c.get("/session/counter"), 503, "store_unavailable")
         assert_json_error(await c.post("/session/counter/inc"), 503, "store_unavailable")
         assert_json_error(await c.get("/auth/me"), 503, "store_unavailable")
+
+
+async def test_session_flood_on_memory_never_evicts_users(tmp_path: Path) -> None:
+    """Anonymous sessions flooded past memory://'s bound evict old sessions, never user accounts."""
+    app = create_app({"STORE_URL": "memory://?max_entries=50", "INSTANCE_PATH": str(tmp_path)})
+    creds = {"username": "ada", "password": "correct horse"}
+    async with app.test_app():
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
+            assert (await c.post("/auth/register", json=creds)).status_code == 201
+            first = cookie_of(await c.post("/auth/login", json=creds))
+            assert first is not None
+            # Each anonymous inc writes two session keys: 120 keys against a bound of 50.
+            for _ in range(60):
+                c.cookies.clear()
+                assert (await c.post("/session/counter/inc")).json() == {"counter": 1}
+            stored = await snapshot(app)
+            assert sum(key.startswith("session:") for key in stored["memory://?max_entries=50"]) <= 50
+            # The oldest session (the login's) was evicted with the flood...
+            c.cookies.set("session", first)
+            assert (await c.get("/auth/me")).status_code == 401
+            # ...but the account was not: the name is still taken and the login works.
+            c.cookies.clear()
+            assert (await c.post("/auth/register", json=creds)).status_code == 409
+            assert (await c.post("/auth/login", json=creds)).status_code == 200
+            assert (await c.get("/auth/me")).json() == {"username": "ada"}

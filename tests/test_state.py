@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qapp.state import InvalidValue, LockTimeout, MemoryStore, Store, open_store
+from qapp.backends.memory import MemoryStore
+from qapp.state import InvalidValue, LockTimeout, Store, open_store
 
 
 class TestValues:
@@ -293,3 +294,40 @@ async def test_failed_sweep_does_not_fail_a_committed_write(tmp_path: Path) -> N
         assert await store.get("c") == 1
     finally:
         await store.close()
+
+
+async def test_memory_url_sets_the_bound() -> None:
+    """``memory://?max_entries=N`` bounds each namespace at N entries."""
+    store = await open_store("memory://?max_entries=2")
+    assert isinstance(store, MemoryStore)
+    for key in ("a", "b", "c"):
+        await store.set(key, 1)
+    assert [await store.get(k) for k in ("a", "b", "c")] == [None, 1, 1]
+
+
+async def test_memory_namespaces_are_evicted_apart() -> None:
+    """A flood of one namespace evicts its own oldest entries, never another namespace's."""
+    store = MemoryStore(max_entries=3)
+    users, sessions = store.namespace("user"), store.namespace("session")
+    await users.set("ada", {"name": "ada"})
+    for n in range(100):
+        await sessions.set(f"s{n}", n)
+    assert await users.get("ada") == {"name": "ada"}
+    assert [await sessions.get(f"s{n}") for n in (96, 97, 98, 99)] == [None, 97, 98, 99]
+    # A key written under the prefix before its namespace existed is still found.
+    await store.set("late:k", 1)
+    assert await store.namespace("late").get("k") == 1
+
+
+async def test_namespaces_do_not_collide(store: Store) -> None:
+    """Two namespaces' keys and locks never meet; views nest."""
+    a, b = store.namespace("a"), store.namespace("b")
+    await a.set("k", 1)
+    await b.set("k", 2)
+    assert (await a.get("k"), await b.get("k"), await store.get("a:k")) == (1, 2, 1)
+    assert await a.namespace("x").incr("n") == 1
+    assert await store.get("a:x:n") == 1
+    async with a.lock("l", wait=0), b.lock("l", wait=0):
+        pass
+    with pytest.raises(ValueError, match="namespace"):
+        store.namespace("bad:name")

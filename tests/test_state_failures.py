@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from qapp import create_app
-from qapp.servers import RedisServer, free_port
 from qapp.state import ConfigurationError, StoreUnavailable, open_store, store_from_url
+from qapp.testing import RedisServer, free_port
 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgres://localhost/db", "no-scheme", "", "sqlite://", "sqlite:///:memory:"],
+    ["mysql://localhost/db", "no-scheme", "", "sqlite://", "sqlite:///:memory:"],
 )
 def test_bad_url_is_configuration_error(url: str) -> None:
     """An unknown scheme or a URL that names nothing fails before anything connects."""

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from qapp.servers import RedisServer
 from qapp.state import StoreUnavailable, open_store
+from qapp.testing import RedisServer
 
 pytestmark = pytest.mark.slow
 

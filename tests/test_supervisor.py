@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 from tests.loadgen import Load, http, integrity, kill_worker, stored_counter, values, worker_pids
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from quart import Quart
 
-from qapp.validation import KEY_PATTERN, MAX_DEPTH, StrictJSONProvider
+from qapp.service.validation import KEY_PATTERN, MAX_DEPTH, StrictJSONProvider
 from tests.storedump import assert_json_error
 
 

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qapp.worker import GC_THRESHOLDS
+from qapp.server.worker import GC_THRESHOLDS
 
 
 def test_tune_gc_sets_thresholds_and_freezes_what_exists(tmp_path: Path) -> None:
     """After tune_gc, the thresholds are the worker's and the app's objects are frozen."""
     probe = (
         "import gc, json, qapp.asgi\n"
-        "from qapp.worker import tune_gc\n"
+        "from qapp.server.worker import tune_gc\n"
         "before = (gc.get_threshold(), gc.get_freeze_count())\n"
         "tune_gc()\n"
         "print(json.dumps([before, (gc.get_threshold(), gc.get_freeze_count())]))\n"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
-from qapp.servers import HypercornServer
+from qapp.testing import HypercornServer
 
 #: The directory that holds the ``bench`` package, so gunicorn can import the peer.
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class GunicornServer(HypercornServer):
     """The Flask peer under gunicorn's gthread workers.
 
-    It reuses :class:`~qapp.servers.HypercornServer`'s process handling:
+    It reuses :class:`~qapp.testing.HypercornServer`'s process handling:
     readiness (``/health`` from every worker), stopping by SIGTERM to the
     parent alone, and the log kept for error messages. Only the command differs.
     """

@@ -1,1 +1,8 @@
-"""Store backends that need a driver, one module each, imported lazily by URL scheme."""
+"""Store backends, one module each, imported lazily by URL scheme (``qapp.state.BACKENDS``).
+
+- :mod:`~qapp.backends.memory`: one process, bounded per namespace;
+- :mod:`~qapp.backends.sqlite`: every worker on one host;
+- :mod:`~qapp.backends.redis`: every worker on every host;
+- :mod:`~qapp.backends.base`: the base of the shared ones (polling lock, batched incr),
+  with :mod:`~qapp.backends.coalesce`, the batcher.
+"""

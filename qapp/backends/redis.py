@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -36,14 +37,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
-from qapp.coalesce import IncrBatcher
+from qapp.backends.base import SharedStore
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
     JSONValue,
-    Store,
     StoreUnavailable,
-    check_delta,
     check_ttl,
     dumps,
     loads,
@@ -85,7 +84,18 @@ def _fail(exc: redis.exceptions.RedisError) -> NoReturn:
     raise StoreUnavailable(f"Redis: {exc}") from exc
 
 
-class RedisStore(Store):
+@dataclass
+class _Client:
+    """One worker's Redis client, with what is made alongside it in its event loop."""
+
+    redis: aioredis.Redis
+    #: As many as the pool has connections; see :meth:`RedisStore._command`.
+    slots: asyncio.Semaphore
+    incr: AsyncScript
+    unlock: AsyncScript
+
+
+class RedisStore(SharedStore):
     """A store in one Redis database, shared by every worker on every host."""
 
     scheme = "redis"
@@ -98,14 +108,9 @@ class RedisStore(Store):
             parse_url(url)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from exc
-        self._client: aioredis.Redis | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._incr: AsyncScript | None = None
-        self._unlock: AsyncScript | None = None
-        self._incr_batches = IncrBatcher(self._incrby)
+        self._client: _Client | None = None
 
-    @property
-    def client(self) -> aioredis.Redis:
+    def _connect(self) -> _Client:
         """The worker's client, created on first use inside its event loop."""
         if self._client is None:
             pool = aioredis.BlockingConnectionPool.from_url(
@@ -122,14 +127,21 @@ class RedisStore(Store):
                 **POOL_OPTIONS,
             )
             client = aioredis.Redis.from_pool(pool)
-            self._slots = asyncio.Semaphore(pool.max_connections)
-            self._incr = client.register_script(INCR_LUA)
-            self._unlock = client.register_script(UNLOCK_LUA)
-            self._client = client
+            self._client = _Client(
+                redis=client,
+                slots=asyncio.Semaphore(pool.max_connections),
+                incr=client.register_script(INCR_LUA),
+                unlock=client.register_script(UNLOCK_LUA),
+            )
         return self._client
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The worker's redis-py client, created on first use inside its event loop."""
+        return self._connect().redis
+
     @contextlib.asynccontextmanager
-    async def _command(self) -> AsyncIterator[aioredis.Redis]:
+    async def _command(self) -> AsyncIterator[_Client]:
         """Run commands on the client, one pool connection's worth, failing as our own error.
 
         redis-py's blocking pool wakes waiters unfairly: a task that has just
@@ -139,11 +151,10 @@ class RedisStore(Store):
         holds exactly as many tasks as the pool has connections, so the pool
         itself never has to make anyone wait.
         """
-        client = self.client
-        assert self._slots is not None
+        client = self._connect()
         try:
             async with asyncio.timeout(POOL_OPTIONS["timeout"]):
-                await self._slots.acquire()
+                await client.slots.acquire()
         except TimeoutError:
             raise StoreUnavailable("Redis: no connection free in time") from None
         try:
@@ -151,69 +162,61 @@ class RedisStore(Store):
         except redis.exceptions.RedisError as exc:
             _fail(exc)
         finally:
-            self._slots.release()
+            client.slots.release()
 
-    async def close(self) -> None:
-        await self._incr_batches.aclose()
+    async def disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.redis.aclose()
 
     async def ping(self) -> None:
         async with self._command() as client:
-            await client.ping()
+            await client.redis.ping()
 
     async def get(self, key: str) -> JSONValue:
         async with self._command() as client:
-            raw = await client.get(DATA_PREFIX + key)
+            raw = await client.redis.get(DATA_PREFIX + key)
         return None if raw is None else loads(raw)
 
     async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
         raw, ttl = dumps(value), check_ttl(ttl)
         async with self._command() as client:
-            await client.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
+            await client.redis.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
 
     async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
         raw, ttl = dumps(value), check_ttl(ttl)
         async with self._command() as client:
             px = None if ttl is None else _ms(ttl)
-            return bool(await client.set(DATA_PREFIX + key, raw, nx=True, px=px))
+            return bool(await client.redis.set(DATA_PREFIX + key, raw, nx=True, px=px))
 
     async def delete(self, key: str) -> bool:
         async with self._command() as client:
-            return bool(await client.delete(DATA_PREFIX + key))
+            return bool(await client.redis.delete(DATA_PREFIX + key))
 
     async def expire(self, key: str, ttl: float | None) -> bool:
         ttl = check_ttl(ttl)
         async with self._command() as client:
             if ttl is not None:
-                return bool(await client.pexpire(DATA_PREFIX + key, _ms(ttl)))
+                return bool(await client.redis.pexpire(DATA_PREFIX + key, _ms(ttl)))
             # PERSIST answers 0 for a key without a ttl; ask EXISTS instead.
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.redis.pipeline(transaction=True) as pipe:
                 pipe.persist(DATA_PREFIX + key)
                 pipe.exists(DATA_PREFIX + key)
                 _, exists = await pipe.execute()
             return bool(exists)
 
-    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        delta, ttl = check_delta(delta), check_ttl(ttl)
-        # Concurrent increments of one key in this worker share one INCRBY.
-        return await self._incr_batches.incr(key, delta, ttl)
-
-    async def _incrby(self, key: str, delta: int, ttl: float | None) -> int:
+    async def incr_by(self, key: str, delta: int, ttl: float | None) -> int:
         async with self._command() as client:
             if ttl is None:
                 # Plain INCRBY: one round trip, no script.
-                return int(await client.incrby(DATA_PREFIX + key, delta))
-            assert self._incr is not None
+                return int(await client.redis.incrby(DATA_PREFIX + key, delta))
             args = [delta, _ms(ttl)]
-            return int(await self._incr(keys=[DATA_PREFIX + key], args=args, client=client))
+            return int(await client.incr(keys=[DATA_PREFIX + key], args=args, client=client.redis))
 
-    async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
+    async def try_acquire(self, name: str, token: str, lease: float) -> bool:
         async with self._command() as client:
-            return bool(await client.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
+            return bool(await client.redis.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
 
-    async def _release(self, name: str, token: str) -> None:
+    async def release(self, name: str, token: str) -> None:
         async with self._command() as client:
-            assert self._unlock is not None
-            await self._unlock(keys=[LOCK_PREFIX + name], args=[token], client=client)
+            await client.unlock(keys=[LOCK_PREFIX + name], args=[token], client=client.redis)

@@ -35,14 +35,12 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from qapp.coalesce import IncrBatcher
+from qapp.backends.base import SharedStore
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
     JSONValue,
-    Store,
     StoreUnavailable,
-    check_delta,
     check_ttl,
     dumps,
     loads,
@@ -119,7 +117,7 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SharedStore):
     """A store in one SQLite file, shared by every process that opens it."""
 
     scheme = "sqlite"
@@ -131,7 +129,6 @@ class SQLiteStore(Store):
         self._conn: aiosqlite.Connection | None = None
         self._connecting = asyncio.Lock()
         self._next_sweep = 0.0
-        self._incr_batches = IncrBatcher(self._upsert)
 
     async def _connection(self) -> aiosqlite.Connection:
         if self._conn is not None:
@@ -208,8 +205,7 @@ class SQLiteStore(Store):
     async def connect(self) -> None:
         await self._connection()
 
-    async def close(self) -> None:
-        await self._incr_batches.aclose()
+    async def disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -246,13 +242,7 @@ class SQLiteStore(Store):
         rows = await self._write(EXPIRE, {"key": key, "expires": expires, "now": now})
         return bool(rows)
 
-    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        delta, ttl = check_delta(delta), check_ttl(ttl)
-        # Concurrent increments of one key in this worker share one UPSERT:
-        # one write transaction instead of one each.
-        return await self._incr_batches.incr(key, delta, ttl)
-
-    async def _upsert(self, key: str, delta: int, ttl: float | None) -> int:
+    async def incr_by(self, key: str, delta: int, ttl: float | None) -> int:
         now = time.time()
         expires = None if ttl is None else now + ttl
         rows = await self._write(INCR, {"key": key, "delta": delta, "expires": expires, "now": now})
@@ -260,10 +250,10 @@ class SQLiteStore(Store):
             raise InvalidValue(f"value at {key!r} is not an integer")
         return int(rows[0][0])
 
-    async def _try_acquire(self, name: str, token: str, lease: float) -> bool:
+    async def try_acquire(self, name: str, token: str, lease: float) -> bool:
         now = time.time()
         params = {"name": name, "token": token, "expires": now + lease, "now": now}
         return bool(await self._run(LOCK, params))
 
-    async def _release(self, name: str, token: str) -> None:
+    async def release(self, name: str, token: str) -> None:
         await self._run(UNLOCK, {"name": name, "token": token})

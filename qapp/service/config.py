@@ -14,13 +14,15 @@ QAPP_INSTANCE_PATH        ``instance/`` in the working directory       default S
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from qapp.ext.secret import SECRET_FILE, load_or_create_secret
+
+__all__ = ["ENV_KEYS", "MAX_BODY", "SECRET_FILE", "as_bool", "load_or_create_secret", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,6 @@ ENV_KEYS = (
 #: Largest request body accepted, in bytes (larger gets 413).
 MAX_BODY = 64 * 1024
 
-SECRET_FILE = "secret_key"
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -57,40 +58,21 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     folder = instance_path(settings)
     settings["INSTANCE_PATH"] = str(folder)
     if not settings.get("STORE_URL"):
-        folder.mkdir(parents=True, exist_ok=True)
+        # The folder holds user data (sessions, password hashes): owner only.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings["STORE_URL"] = f"sqlite://{folder / 'qapp.db'}"
     for key in ("SESSION_STORE_URL", "CACHE_STORE_URL"):
         settings[key] = settings.get(key) or settings["STORE_URL"]
     if not settings.get("SECRET_KEY"):
         settings["SECRET_KEY"] = load_or_create_secret(folder / SECRET_FILE)
     settings.setdefault("MAX_CONTENT_LENGTH", MAX_BODY)
+    # From the environment it is a string: "0" must not mean True.
+    settings["SESSION_COOKIE_SECURE"] = as_bool(settings.get("SESSION_COOKIE_SECURE"))
     return settings
 
 
-def load_or_create_secret(path: Path) -> str:
-    """Return the key kept at ``path``, creating it first if there is none.
-
-    Several workers start at once and must agree on one key, or a cookie
-    signed by one would be refused by another. Each writes a complete
-    candidate to a private temporary file and hard-links it into place:
-    ``link`` fails if the name exists, so exactly one candidate wins and
-    nobody ever reads a half-written key. The file is owner-only.
-    """
-    with contextlib.suppress(FileNotFoundError):
-        key = path.read_text(encoding="ascii").strip()
-        if key:
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(candidate, path)
-            log.info("generated a new secret key in %s", path)
-    finally:
-        os.unlink(candidate)
-    return path.read_text(encoding="ascii").strip()
+def as_bool(value: object) -> bool:
+    """A setting as a bool: "1", "true", "yes" and "on" (any case) are True."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)

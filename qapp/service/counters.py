@@ -20,7 +20,8 @@ a read and the write that depends on it lets another request in.
 
 The process-local strategies keep their numbers in :class:`WorkerCounters`,
 one per worker, created when the worker starts serving. The shared ones keep
-theirs in the app's main store under ``counter:<strategy>``, so they are
+theirs in the store they are given (the service gives them the ``counter``
+namespace of its default store), under the strategy's name, so they are
 exactly as shared as that store: on ``memory://`` they are per worker too.
 """
 
@@ -35,7 +36,7 @@ from qapp.state import Store
 
 __all__ = [
     "STRATEGIES",
-    "Scope",
+    "Owner",
     "Strategy",
     "WorkerCounters",
     "atomic",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: Whose counter a strategy changes: this worker's own, or the store's.
-Scope: TypeAlias = Literal["worker", "shared"]
+Owner: TypeAlias = Literal["worker", "shared"]
 
 #: Lease of the ``shared-locked`` lock in seconds: a holder that dies blocks
 #: the others at most this long. The critical section takes milliseconds.
@@ -66,11 +67,6 @@ class WorkerCounters:
 
     values: dict[str, int] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def shared_key(name: str) -> str:
-    """The store key (and lock name) of a shared strategy's counter."""
-    return f"counter:{name}"
 
 
 async def other_work() -> None:
@@ -121,7 +117,7 @@ async def shared_unsafe(mine: WorkerCounters, store: Store) -> int:
     its own: the read and the write are two round trips, and any request (of
     any worker) that reads between them overwrites this one's increment.
     """
-    key = shared_key("shared-unsafe")
+    key = "shared-unsafe"
     value = await store.get(key) or 0
     await other_work()
     await store.set(key, value + 1)
@@ -136,7 +132,7 @@ async def shared_locked(mine: WorkerCounters, store: Store) -> int:
     the price of queueing every request behind a lock that costs round
     trips to take and to give back.
     """
-    key = shared_key("shared-locked")
+    key = "shared-locked"
     async with store.lock(key, timeout=LOCK_LEASE, wait=LOCK_WAIT):
         value = await store.get(key) or 0
         await other_work()
@@ -152,7 +148,7 @@ async def atomic(mine: WorkerCounters, store: Store) -> int:
     the read and the write: no lock and no lost update, on every worker of
     every host that shares the store.
     """
-    return await store.incr(shared_key("atomic"))
+    return await store.incr("atomic")
 
 
 #: An increment: given this worker's counters and the main store, the new number.
@@ -164,14 +160,14 @@ class Strategy:
     """A named way to increment a counter, and whose counter it changes."""
 
     name: str
-    scope: Scope
+    scope: Owner
     increment: Increment
 
     async def current(self, mine: WorkerCounters, store: Store) -> int:
         """The counter's value now: this worker's, or the store's."""
         if self.scope == "worker":
             return mine.values.get(self.name, 0)
-        value = await store.get(shared_key(self.name))
+        value = await store.get(self.name)
         return int(value or 0)
 
     async def reset(self, mine: WorkerCounters, store: Store) -> None:
@@ -179,7 +175,7 @@ class Strategy:
         if self.scope == "worker":
             mine.values.pop(self.name, None)
         else:
-            await store.delete(shared_key(self.name))
+            await store.delete(self.name)
 
 
 #: Every strategy by name, in the order the lesson tells them.

@@ -36,8 +36,8 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from qapp import apidoc
-from qapp.errors import APIError, error_response
+from qapp.service import apidoc
+from qapp.service.errors import APIError, error_response
 
 __all__ = [
     "KEY_PATTERN",
@@ -71,10 +71,13 @@ MAX_DEPTH = 100
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-apidoc.path_parameter(
-    "key",
-    {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$", "minLength": 1, "maxLength": 200},
-)
+#: The published schema of a ``key`` path parameter.
+KEY_SCHEMA = {
+    "type": "string",
+    "pattern": f"^{KEY_PATTERN.pattern}$",
+    "minLength": 1,
+    "maxLength": 200,
+}
 
 
 def check_key(key: str) -> str:
@@ -249,6 +252,7 @@ def init_app(app: Quart) -> None:
     # matched as sent; one that matches no route is a 404.
     app.url_map.merge_slashes = False
     app.before_request(check_body)
+    apidoc.path_parameter(app, "key", KEY_SCHEMA)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_request(exc: RequestSchemaValidationError) -> Any:

@@ -3,7 +3,7 @@
 ``PUT /cache/<key>?ttl=S`` stores the body (any JSON value, ``null``
 included) for ``S`` seconds (fractions allowed; no ``ttl``: until deleted);
 ``GET`` answers ``{"key", "value"}``; ``DELETE`` removes it. Values live in
-the cache store (``get_store("cache")``) under ``cache:<key>``, so they are
+the ``cache`` namespace of the cache store, so they are
 shared by all workers of a host (SQLite) or of every host (Redis).
 
 Each value is kept wrapped as ``{"value": v}``: a bare ``null`` would be
@@ -18,10 +18,11 @@ from pydantic import BaseModel, RootModel
 from quart import Blueprint
 from quart_schema import document_request, validate_querystring
 
-from qapp.apidoc import NoContent, document_response
-from qapp.errors import APIError
-from qapp.state import JSONValue, get_store
-from qapp.validation import TTL, check_key, json_body
+from qapp.ext import get_store
+from qapp.service.apidoc import NoContent, document_response
+from qapp.service.errors import APIError
+from qapp.service.validation import TTL, check_key, json_body
+from qapp.state import JSONValue, Store
 
 bp = Blueprint("cache", __name__, url_prefix="/cache")
 
@@ -43,8 +44,8 @@ class CacheItem(BaseModel):
     value: Any
 
 
-def _store_key(key: str) -> str:
-    return f"cache:{check_key(key)}"
+def _cache() -> Store:
+    return get_store("cache").namespace("cache")
 
 
 def _not_found(key: str) -> APIError:
@@ -58,9 +59,9 @@ def _not_found(key: str) -> APIError:
 @document_response(NoContent, 204)
 async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
     """Store the body at ``key`` for everyone, for ``ttl`` seconds if given."""
-    store_key = _store_key(key)
+    check_key(key)
     value = await json_body()
-    await get_store("cache").set(store_key, {"value": value}, ttl=query_args.ttl)
+    await _cache().set(key, {"value": value}, ttl=query_args.ttl)
     return "", 204
 
 
@@ -68,7 +69,7 @@ async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
 @document_response(CacheItem, 200)
 async def get(key: str) -> dict[str, JSONValue]:
     """The value at ``key``, or 404 if it is absent, deleted or expired."""
-    item = await get_store("cache").get(_store_key(key))
+    item = await _cache().get(check_key(key))
     if not isinstance(item, dict):
         raise _not_found(key)
     return {"key": key, "value": item.get("value")}
@@ -78,6 +79,6 @@ async def get(key: str) -> dict[str, JSONValue]:
 @document_response(NoContent, 204)
 async def delete(key: str) -> tuple[str, int]:
     """Remove ``key``: 204, or 404 if there was nothing to remove."""
-    if not await get_store("cache").delete(_store_key(key)):
+    if not await _cache().delete(check_key(key)):
         raise _not_found(key)
     return "", 204

@@ -1,9 +1,9 @@
 """Start and stop real servers on free loopback ports: redis-server and hypercorn.
 
-The tests, ``qapp race --spawn`` and the benchmarks all need the same thing:
-a real server of their own that never touches a shared port and is always
-stopped afterwards. Both helpers are context managers that wait until the
-server answers before handing it over.
+Tests (yours and qapp's), ``qapp race --spawn`` and the benchmarks all need
+the same thing: a real server of their own that never touches a shared port
+and is always stopped afterwards. Both helpers are context managers that
+wait until the server answers before handing it over.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ from types import TracebackType
 from typing import IO, Self
 
 #: The repository's server config, when qapp runs from a checkout.
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "hypercorn.toml"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "hypercorn.toml"
+
+
+#: qapp's own service, as servers import it.
+SERVICE_APP = "qapp.asgi:app"
 
 
 class ServerError(RuntimeError):
@@ -77,10 +81,13 @@ class _Process:
         self.log_path = self.logdir / f"{self.name}.log"
         self._log: IO[bytes] | None = None
 
-    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    def _spawn(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             list(argv),
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -200,14 +207,19 @@ class RedisServer(_Process):
 
 
 class HypercornServer(_Process):
-    """qapp served by real hypercorn worker processes from the repository's config.
+    """An app served by real hypercorn worker processes: qapp's own, or yours.
 
-    ``env`` is added to the current environment (``QAPP_STORE_URL`` and so
-    on). The bind address, worker count and ``keep_alive`` (seconds an idle
-    connection stays open) given here override the config. By default it
-    runs ``qapp serve``, the README's serve command: a worker that dies is
+    ``app`` is the ASGI app as ``module:name`` (qapp's service by default),
+    imported in ``cwd`` (default: the current folder). ``env`` is added to
+    the current environment (``QAPP_STORE_URL`` and so on). The bind
+    address, worker count and ``keep_alive`` (seconds an idle connection
+    stays open) given here override the config (qapp's ``hypercorn.toml``
+    by default). By default it runs ``qapp serve``: a worker that dies is
     replaced, and each worker has its own listening socket.
     ``supervised=False`` runs plain ``hypercorn -c``.
+
+    It is ready once every worker serves: for qapp's service, once each has
+    answered ``/health``; for another app, once each has said it is running.
     """
 
     name = "hypercorn"
@@ -219,11 +231,13 @@ class HypercornServer(_Process):
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         config: Path | None = None,
-        app: str = "qapp.asgi:app",
+        app: str = SERVICE_APP,
         keep_alive: int | None = None,
         supervised: bool = True,
+        cwd: Path | None = None,
     ) -> None:
         super().__init__()
+        self.cwd = cwd
         self.workers = workers
         self.port = port or free_port()
         self.env = dict(env or {})
@@ -232,6 +246,12 @@ class HypercornServer(_Process):
         self.keep_alive = keep_alive
         self.supervised = supervised
         self._seen: set[int] = set()
+        self._log_start = 0
+
+    @property
+    def is_qapp(self) -> bool:
+        """True when it serves qapp's own service, whose ``/health`` names each worker."""
+        return self.app == SERVICE_APP
 
     @property
     def url(self) -> str:
@@ -243,10 +263,8 @@ class HypercornServer(_Process):
             options += ["--keep-alive", str(int(self.keep_alive))]
         if self.supervised:
             # `qapp serve`: the same config, with crashed workers replaced.
-            if self.app != "qapp.asgi:app":
-                raise ValueError("a supervised server serves qapp.asgi:app only")
-            argv = [sys.executable, "-m", "qapp.cli", "serve", "--config", str(self.config)]
-            argv += options
+            argv = [sys.executable, "-m", "qapp.tools.cli", "serve", "--config", str(self.config)]
+            argv += [*options, "--app", self.app]
         else:
             argv = [sys.executable, "-m", "hypercorn"]
             if self.config.exists():
@@ -255,10 +273,17 @@ class HypercornServer(_Process):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         # A restart has new workers: the pids seen before must not count.
         self._seen = set()
-        self._spawn(argv, env)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._spawn(argv, env, self.cwd)
         self._wait_ready(self.healthy, timeout)
-        self._wait_ready(self.all_workers_up, timeout)
+        self._wait_ready(self.all_workers_up if self.is_qapp else self.all_running, timeout)
         return self
+
+    def all_running(self) -> bool:
+        """True once every worker has logged that it runs (hypercorn's "Running on")."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().count(b"Running on ") >= self.workers
 
     def worker_pid(self) -> int | None:
         """The pid of the worker that answers one ``/health`` on a fresh connection."""
@@ -283,9 +308,10 @@ class HypercornServer(_Process):
         return False
 
     def healthy(self) -> bool:
-        """True once ``/health`` answers at all (503 included: the server is up)."""
+        """True once the server answers at all: ``/health`` for qapp, else ``/``; any status."""
+        path = "/health" if self.is_qapp else "/"
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=1):
                 return True
         except urllib.error.HTTPError:
             return True

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from quart import Quart
 from quart_schema import document_response
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing import Rule
@@ -58,8 +59,8 @@ class HTMLPage:
     """An HTML page."""
 
 
-#: Path parameter name -> its JSON schema, registered with :func:`path_parameter`.
-_PATH_SCHEMAS: dict[str, dict[str, Any]] = {}
+#: Where an app keeps its path parameters' schemas, in ``app.extensions``.
+PATH_SCHEMAS = "qapp.apidoc.path_schemas"
 
 #: Status -> what it means, for the error answers documented on every operation.
 _ERRORS = {
@@ -75,9 +76,9 @@ _ERRORS = {
 _BODY_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 
-def path_parameter(name: str, schema: dict[str, Any]) -> None:
-    """Publish ``schema`` as the schema of every path parameter called ``name``."""
-    _PATH_SCHEMAS[name] = schema
+def path_parameter(app: Quart, name: str, schema: dict[str, Any]) -> None:
+    """Publish ``schema`` as the schema of every path parameter of ``app`` called ``name``."""
+    app.extensions.setdefault(PATH_SCHEMAS, {})[name] = schema
 
 
 #: Where :func:`errors` keeps a route's own error statuses.
@@ -106,8 +107,9 @@ class Provider(OpenAPIProvider):
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
-        if name in _PATH_SCHEMAS:
-            parameter["schema"] = dict(_PATH_SCHEMAS[name])
+        schemas = self._app.extensions.get(PATH_SCHEMAS, {})
+        if name in schemas:
+            parameter["schema"] = dict(schemas[name])
         return parameter
 
     def build_response_object(

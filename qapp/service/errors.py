@@ -2,24 +2,21 @@
 
 Routes raise :class:`APIError` (or let a werkzeug ``HTTPException`` or a
 store error through); the handlers here turn each into the right status.
-A store that cannot be reached is a 503 with ``Retry-After`` everywhere, and
-an unexpected exception is a bare 500 whose details go to the log only.
+A store that cannot be reached is a 503 with ``Retry-After`` everywhere (the
+extension's handlers, :mod:`qapp.ext.errors`), and an unexpected exception
+is a bare 500 whose details go to the log only.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from qapp.state import LockTimeout, StoreUnavailable
+from qapp.ext import error_response
 
-log = logging.getLogger(__name__)
-
-#: Seconds a client should wait before retrying after a 503.
-RETRY_AFTER = 1
+__all__ = ["APIError", "error_response", "init_app"]
 
 
 class APIError(Exception):
@@ -30,15 +27,6 @@ class APIError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-def error_response(status: int, code: str, message: str) -> Response:
-    """A JSON error answer in the project's shape."""
-    response = jsonify(error=code, message=message)
-    response.status_code = status
-    if status == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER)
-    return response
 
 
 def _code(exc: HTTPException) -> str:
@@ -52,16 +40,6 @@ def init_app(app: Quart) -> None:
     @app.errorhandler(APIError)
     async def api_error(exc: APIError) -> Response:
         return error_response(exc.status, exc.code, exc.message)
-
-    @app.errorhandler(StoreUnavailable)
-    async def store_unavailable(exc: StoreUnavailable) -> Response:
-        log.warning("store unavailable: %s", exc)
-        return error_response(503, "store_unavailable", "the store cannot be reached; retry soon")
-
-    @app.errorhandler(LockTimeout)
-    async def lock_timeout(exc: LockTimeout) -> Response:
-        log.warning("lock timeout: %s", exc)
-        return error_response(503, "busy", "the resource is busy; retry soon")
 
     @app.errorhandler(InternalServerError)
     async def internal_error(exc: InternalServerError) -> Response:

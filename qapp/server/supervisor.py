@@ -12,9 +12,9 @@ hypercorn's own pieces (config, sockets, worker functions), but
 
 - a worker that exits is replaced, not mourned;
 - the parent binds one listening socket per worker with ``SO_REUSEPORT``
-  (:mod:`qapp.listeners`), so the kernel spreads new connections evenly over
+  (:mod:`qapp.server.listeners`), so the kernel spreads new connections evenly over
   the workers; a replacement serves on the socket of the worker it replaces;
-- each worker tunes its garbage collector for serving (:mod:`qapp.worker`).
+- each worker tunes its garbage collector for serving (:mod:`qapp.server.worker`).
 
 SIGTERM or SIGINT to the parent shuts the workers down gracefully
 (``after_serving`` runs in each). A worker that keeps dying is not
@@ -40,8 +40,8 @@ from typing import Any
 from hypercorn.config import Config
 from hypercorn.typing import WorkerFunc
 
-from qapp.listeners import close_all, worker_sockets
-from qapp.worker import run as run_worker
+from qapp.server.listeners import close_all, worker_sockets
+from qapp.server.worker import run as run_worker
 
 log = logging.getLogger("qapp.supervisor")
 

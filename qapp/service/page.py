@@ -17,7 +17,7 @@ from quart import Blueprint, Quart, Response, current_app
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import NotFound
 
-from qapp.apidoc import HTMLPage, document_response
+from qapp.service.apidoc import HTMLPage, document_response
 
 bp = Blueprint("page", __name__)
 

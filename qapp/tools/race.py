@@ -28,29 +28,22 @@ else increments the same counters during the run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
 import itertools
-import json
-import os
-import sys
 import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import Progress
 
-from qapp.counters import STRATEGIES
-from qapp.servers import HypercornServer, RedisServer, ServerError
+from qapp.service.counters import STRATEGIES
+from qapp.testing import HypercornServer, RedisServer, fire, fresh_connections
 
 #: Stores --spawn can start a server on.
 SPAWN_STORES = ("sqlite", "redis", "memory")
@@ -90,18 +83,6 @@ class Outcome:
 # --- talking to one server ----------------------------------------------------
 
 
-def fresh_connections(concurrency: int) -> httpx.AsyncClient:
-    """A client that opens a new connection for every request.
-
-    Reused keep-alive connections would pin each client lane to one worker;
-    a fresh connection is accepted by whichever worker gets there first.
-    """
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
-    return httpx.AsyncClient(
-        timeout=REQUEST_TIMEOUT, limits=limits, headers={"Connection": "close"}
-    )
-
-
 async def store_name(client: httpx.AsyncClient, url: str) -> str:
     """The server's store as /health names it; :class:`RaceError` if it is not reachable."""
     try:
@@ -119,7 +100,7 @@ async def store_name(client: httpx.AsyncClient, url: str) -> str:
     return name
 
 
-async def fire(
+async def fire_strategy(
     client: httpx.AsyncClient,
     url: str,
     strategy: str,
@@ -132,27 +113,18 @@ async def fire(
     Returns the answers as (value, worker) pairs, the number of requests
     that failed, and the seconds the whole burst took.
     """
-    answers: list[tuple[int, int]] = []
-    errors = 0
-    pending = iter(range(requests))
-
-    async def lane() -> None:
-        nonlocal errors
-        # The lanes share one iterator: each takes the next request until none are left.
-        for _ in pending:
-            try:
-                response = await client.post(f"{url}/counter/{strategy}")
-                response.raise_for_status()
-                body = response.json()
-                answers.append((int(body["value"]), int(body["worker"])))
-            except (httpx.HTTPError, ValueError, TypeError, KeyError):
-                # Refused (503), dropped or garbled: no number was handed out.
-                errors += 1
-            advance()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(min(concurrency, requests))))
-    return answers, errors, time.perf_counter() - started
+    report = await fire(
+        f"{url}/counter/{strategy}",
+        requests=requests,
+        concurrency=concurrency,
+        client=client,
+        on_answer=lambda _: advance(),
+    )
+    # Refused (503), dropped or garbled answers handed out no number.
+    answers = [
+        (a.value, a.worker) for a in report.ok if type(a.value) is int and type(a.worker) is int
+    ]
+    return answers, requests - len(answers), report.seconds
 
 
 async def final_values(
@@ -238,11 +210,11 @@ async def race_server(
 ) -> list[Outcome]:
     """Run every strategy against the server at url, one after the other."""
     outcomes = []
-    async with fresh_connections(concurrency) as client:
+    async with fresh_connections(concurrency, REQUEST_TIMEOUT) as client:
         store = await store_name(client, url)
         for strategy in strategies:
             task = progress.add_task(f"{label}{strategy}", total=requests)
-            answers, errors, seconds = await fire(
+            answers, errors, seconds = await fire_strategy(
                 client,
                 url,
                 strategy,
@@ -301,183 +273,3 @@ def spawn_matrix(
                     )
                 )
     return outcomes
-
-
-# --- output --------------------------------------------------------------------
-
-
-def _count(n: int) -> str:
-    return f"[green]{n}[/]" if n == 0 else f"[red]{n}[/]"
-
-
-def render(outcomes: Sequence[Outcome], requests: int, concurrency: int) -> Table:
-    """The outcomes as one table, a row per strategy × store × workers."""
-    table = Table(
-        title=f"qapp race: {requests} requests per row, {concurrency} at a time, "
-        "a fresh connection each"
-    )
-    for name in ("strategy", "store", "workers", "answers", "distinct"):
-        table.add_column(name, justify="left" if name in ("strategy", "store") else "right")
-    for name in ("lost", "repeated", "workers seen", "req/s"):
-        table.add_column(name, justify="right")
-    order = {name: i for i, name in enumerate(STRATEGIES)}
-    # Stable: within a strategy, rows keep the order the servers ran in.
-    rows = sorted(outcomes, key=lambda o: order[o.strategy])
-    for o in rows:
-        answers = str(o.answers) if not o.errors else f"{o.answers} [red]({o.errors} failed)[/]"
-        table.add_row(
-            o.strategy,
-            o.store,
-            "–" if o.workers is None else str(o.workers),
-            answers,
-            str(o.distinct),
-            _count(o.lost),
-            _count(o.repeated),
-            str(o.workers_seen),
-            f"{o.requests_per_second:,.0f}",
-        )
-    return table
-
-
-# --- the command -----------------------------------------------------------------
-
-
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown strategy {', '.join(unknown) or text!r}; valid: {', '.join(STRATEGIES)}"
-        )
-    return names
-
-
-def _worker_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}") from None
-    if not counts or any(n < 1 for n in counts):
-        raise argparse.ArgumentTypeError("worker counts must be at least 1")
-    return counts
-
-
-def _stores(text: str) -> list[str]:
-    stores = [part.strip() for part in text.split(",")]
-    bad = [s for s in stores if s not in SPAWN_STORES]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown store {', '.join(bad)}; valid: {', '.join(SPAWN_STORES)}"
-        )
-    return stores
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_parser(commands: Any) -> None:
-    """Add race to the qapp command's sub-commands."""
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "race",
-        help="fire concurrent increments at each counter strategy and count lost updates",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="a running qapp (default: %(default)s)"
-    )
-    target.add_argument(
-        "--spawn",
-        action="store_true",
-        help="start hypercorn servers of its own for each --workers × --store, then stop them",
-    )
-    parser.add_argument(
-        "--strategy",
-        type=_names,
-        default=list(STRATEGIES),
-        help="comma-separated strategies (default: all five)",
-    )
-    parser.add_argument(
-        "--requests", type=_positive, default=300, help="increments per strategy (default: 300)"
-    )
-    parser.add_argument(
-        "--concurrency", type=_positive, default=100, help="requests in flight (default: 100)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=_worker_counts,
-        default=[1, 4],
-        help="with --spawn: worker counts to start (default: 1,4)",
-    )
-    parser.add_argument(
-        "--store",
-        type=_stores,
-        default=["sqlite", "redis"],
-        help=f"with --spawn: stores, of {', '.join(SPAWN_STORES)} (default: sqlite,redis)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.set_defaults(func=race)
-
-
-@contextlib.contextmanager
-def _progress(console: Console, enabled: bool) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-    with progress:
-        yield progress
-
-
-def race(args: argparse.Namespace) -> int:
-    """Run the race and print what it showed; 1 with a message if it cannot run."""
-    out = Console()
-    if not out.is_terminal and "COLUMNS" not in os.environ:
-        # Piped to a file or pasted into a README: keep every column whole.
-        out = Console(width=120)
-    err = Console(stderr=True)
-    try:
-        with _progress(err, enabled=not args.json) as progress:
-            if args.spawn:
-                outcomes = spawn_matrix(
-                    args.workers,
-                    args.store,
-                    args.strategy,
-                    args.requests,
-                    args.concurrency,
-                    progress,
-                )
-            else:
-                url = args.url.rstrip("/")
-                outcomes = asyncio.run(
-                    race_server(url, args.strategy, args.requests, args.concurrency, progress)
-                )
-    except (RaceError, ServerError) as exc:
-        err.print(f"[bold red]qapp race:[/] {exc}", highlight=False)
-        return 1
-    except KeyboardInterrupt:
-        err.print("qapp race: interrupted; every server it started is stopped")
-        return 130
-    if args.json:
-        report = {
-            "requests": args.requests,
-            "concurrency": args.concurrency,
-            "results": [o.as_dict() for o in outcomes],
-        }
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        out.print(render(outcomes, args.requests, args.concurrency))
-    return 0

@@ -7,13 +7,15 @@
 
 Three kinds of state meet here, each in its home:
 
-- the user record (name and password hash) is shared state: ``user:<name>``
-  in the main store, claimed with the atomic ``add``, so two concurrent
-  registrations of one name give exactly one 201; a claimed name without a
-  hash yet logs nobody in;
-- who is logged in is user state: the name in the server-side session;
+- the user record (name and password hash) is shared state: ``<name>`` in
+  the ``user`` namespace of the default store, claimed with the atomic
+  ``add``, so two concurrent registrations of one name give exactly one 201;
+  a claimed name without a hash yet logs nobody in;
+- who is logged in is user state: the name in the server-side session
+  (:func:`qapp.ext.login_user`);
 - the user of *this* request is request state: ``g.user``, loaded once per
-  request by a ``before_app_request`` hook and gone with the request.
+  request by :func:`load_user`, the app's ``user_loader``, and gone with
+  the request.
 
 Passwords are hashed with werkzeug.security (scrypt), in a thread, so
 that hashing does not stall the worker's other requests. An unknown user
@@ -26,27 +28,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, g
 from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from qapp import sessions
-from qapp.apidoc import NoContent, document_response, errors
-from qapp.errors import APIError
-from qapp.state import StoreUnavailable, get_store
+from qapp.ext import get_store, login_required, login_user, logout_user
+from qapp.service.apidoc import NoContent, document_response, errors
+from qapp.service.errors import APIError
+from qapp.state import Store
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 #: Seconds a name stays claimed by a registration that has not finished hashing.
 CLAIM_TTL = 30.0
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class Credentials(BaseModel):
@@ -71,9 +69,9 @@ class User:
     username: str
 
 
-def user_key(username: str) -> str:
-    """The main-store key of a user's record."""
-    return f"user:{username}"
+def users() -> Store:
+    """Where user records live: the ``user`` namespace of the default store."""
+    return get_store().namespace("user")
 
 
 @functools.cache
@@ -96,44 +94,12 @@ async def warm_dummy_hash() -> None:
     await asyncio.to_thread(_dummy_hash)
 
 
-async def _session_user() -> User | None:
-    """The user the session names, if the session and the user record both exist."""
-    session = await sessions.load()
-    name = session.get("user") if session.sid is not None else None
-    if isinstance(name, str):
-        record = await get_store("main").get(user_key(name))
-        if isinstance(record, dict) and "password_hash" in record:
-            return User(name)
+async def load_user(username: str) -> User | None:
+    """The app's user loader: the user named, if the record exists and is complete."""
+    record = await users().get(username)
+    if isinstance(record, dict) and "password_hash" in record:
+        return User(username)
     return None
-
-
-@bp.before_app_request
-async def load_user() -> None:
-    """Set ``g.user`` for this request: the session's user if it still exists, else None."""
-    g.user = None
-    g.user_unknown = False
-    try:
-        g.user = await _session_user()
-    except StoreUnavailable:
-        # Who the user is cannot be told now. Routes that do not care (the
-        # page, the race lab) still answer; login_required asks again and
-        # answers 503 if the store is still down, never a wrong 401.
-        g.user_unknown = True
-
-
-def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Guard a route: without a logged-in user it answers 401 (503 if that cannot be told)."""
-
-    @functools.wraps(view)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-        if g.get("user_unknown"):
-            g.user = await _session_user()
-            g.user_unknown = False
-        if g.get("user") is None:
-            raise APIError(401, "unauthorized", "log in first")
-        return await view(*args, **kwargs)
-
-    return guarded
 
 
 def _taken(username: str) -> APIError:
@@ -146,8 +112,8 @@ def _taken(username: str) -> APIError:
 @errors(409)
 async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
-    store = get_store("main")
-    key = user_key(data.username)
+    store = users()
+    key = data.username
     # Claim the name first with the atomic add, then hash: losers of a race
     # answer at once instead of each paying for a hash. The claim expires, so
     # a worker that dies while hashing does not hold the name for ever.
@@ -175,14 +141,13 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 @errors(401)
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
-    record = await get_store("main").get(user_key(data.username))
+    record = await users().get(data.username)
     stored = record.get("password_hash") if isinstance(record, dict) else None
     if not await asyncio.to_thread(_password_matches, stored, data.password):
         raise APIError(401, "invalid_credentials", "unknown username or wrong password")
     # A new id, written with the user in it: an id known before login is
     # worthless. If the store fails midway, nothing of the login is kept.
-    await sessions.regenerate(user=data.username)
-    g.user = User(data.username)
+    await login_user(data.username)
     return {"username": data.username}
 
 
@@ -190,8 +155,7 @@ async def login(data: Credentials) -> dict[str, str]:
 @document_response(NoContent, 204)
 async def logout() -> tuple[str, int]:
     """End the session: deleted from the store, so a replayed cookie is dead."""
-    await sessions.destroy()
-    g.user = None
+    await logout_user()
     return "", 204
 
 

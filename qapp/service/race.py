@@ -10,19 +10,27 @@ the worker that answered.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app
+from quart import Blueprint, Quart, current_app
+from quart.blueprints import BlueprintSetupState
 
-from qapp import apidoc
-from qapp.counters import STRATEGIES, Strategy, WorkerCounters
-from qapp.errors import APIError
-from qapp.state import get_store
+from qapp.ext import get_store
+from qapp.service import apidoc
+from qapp.service.counters import STRATEGIES, Strategy, WorkerCounters
+from qapp.service.errors import APIError
+from qapp.state import Store
 
 bp = Blueprint("race", __name__)
 
-apidoc.path_parameter("name", {"type": "string", "enum": list(STRATEGIES)})
+
+@bp.record_once
+def document_strategies(state: BlueprintSetupState) -> None:
+    """Publish the strategy names as the only values of ``<name>``."""
+    apidoc.path_parameter(
+        cast(Quart, state.app), "name", {"type": "string", "enum": list(STRATEGIES)}
+    )
 
 
 class CounterAnswer(BaseModel):
@@ -54,6 +62,11 @@ def _mine() -> WorkerCounters:
     return counters
 
 
+def _counters() -> Store:
+    """Where the shared strategies keep their numbers: the default store's ``counter`` namespace."""
+    return get_store().namespace("counter")
+
+
 def _strategy(name: str) -> Strategy:
     strategy = STRATEGIES.get(name)
     if strategy is None:
@@ -72,7 +85,7 @@ def _answer(strategy: Strategy, value: int) -> dict[str, Any]:
 async def increment(name: str) -> dict[str, Any]:
     """Increment the counter with this strategy and answer this request's number."""
     strategy = _strategy(name)
-    return _answer(strategy, await strategy.increment(_mine(), get_store()))
+    return _answer(strategy, await strategy.increment(_mine(), _counters()))
 
 
 @bp.get("/counter/<name>")
@@ -80,7 +93,7 @@ async def increment(name: str) -> dict[str, Any]:
 async def current(name: str) -> dict[str, Any]:
     """Answer the counter's current value as this worker sees it."""
     strategy = _strategy(name)
-    return _answer(strategy, await strategy.current(_mine(), get_store()))
+    return _answer(strategy, await strategy.current(_mine(), _counters()))
 
 
 @bp.delete("/counter/<name>")
@@ -88,5 +101,5 @@ async def current(name: str) -> dict[str, Any]:
 async def reset(name: str) -> dict[str, Any]:
     """Reset the counter to 0 and say whether that was this worker's or the shared one."""
     strategy = _strategy(name)
-    await strategy.reset(_mine(), get_store())
+    await strategy.reset(_mine(), _counters())
     return {**_answer(strategy, 0), "scope": strategy.scope}

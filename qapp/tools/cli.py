@@ -8,23 +8,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qapp import race_cli
-from qapp.servers import REPO_CONFIG
+from qapp.testing.servers import REPO_CONFIG
+from qapp.tools import race_cmd
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve qapp under hypercorn, from a hypercorn TOML file if there is one.
 
     Unlike ``hypercorn -c …``, a worker that dies is replaced while the
-    others keep serving (see :mod:`qapp.supervisor`).
+    others keep serving (see :mod:`qapp.server.supervisor`).
     """
     from hypercorn.config import Config
 
-    from qapp.supervisor import serve as supervise
+    from qapp.server.supervisor import serve as supervise
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] %(message)s")
     config = Config.from_toml(args.config) if args.config.exists() else Config()
-    config.application_path = "qapp.asgi:app"
+    config.application_path = args.app
     if args.bind:
         config.bind = [args.bind]
     if args.workers:
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve = commands.add_parser("serve", help="serve qapp with hypercorn")
     default_config = REPO_CONFIG if REPO_CONFIG.exists() else Path("hypercorn.toml")
     p_serve.add_argument("--config", type=Path, default=default_config, help="hypercorn TOML")
+    p_serve.add_argument(
+        "--app", default="qapp.asgi:app", help="the ASGI app, module:name (default: %(default)s)"
+    )
     p_serve.add_argument("--bind", help="host:port (default from the config)")
     p_serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
     p_serve.add_argument(
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_serve.set_defaults(func=serve)
 
-    race_cli.add_parser(commands)
+    race_cmd.add_parser(commands)
     return parser
 
 

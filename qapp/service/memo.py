@@ -22,8 +22,9 @@ lock is released by token: a computation that outlives its lease, and
 whose lock a waiter has taken over meanwhile, cannot free the newer
 holder's lock on its way out and let a third computation start.
 
-Store keys: ``memo:value:<key>`` and ``memo:count:<key>`` (the total number
-of computations, never expiring); the lock is ``memo:<key>``.
+Keys, in the ``memo`` namespace of the cache store: ``value:<key>`` and
+``count:<key>`` (the total number of computations, never expiring); the
+lock is ``<key>``.
 
 ``cached`` is false only in the answer of the request that computed.
 The lease is many times the work: only a computation that outlives it can
@@ -42,10 +43,11 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, current_app
 
-from qapp.apidoc import document_response
-from qapp.errors import APIError
-from qapp.state import LockTimeout, Store, get_store
-from qapp.validation import check_key
+from qapp.ext import get_store
+from qapp.service.apidoc import document_response
+from qapp.service.errors import APIError
+from qapp.service.validation import check_key
+from qapp.state import LockTimeout, Store
 
 bp = Blueprint("memo", __name__, url_prefix="/memo")
 
@@ -91,19 +93,19 @@ async def compute(key: str) -> dict[str, Any]:
 
 
 async def _answer(store: Store, key: str, value: Any, cached: bool) -> dict[str, Any]:
-    computations = await store.get(f"memo:count:{key}")
+    computations = await store.get(f"count:{key}")
     return {"key": key, "value": value, "cached": cached, "computations": computations or 0}
 
 
 async def _compute(store: Store, key: str) -> dict[str, Any]:
     """Compute, count and cache the value of ``key``; the caller holds its lock."""
     # Another request may have computed and released between our miss and our lock.
-    hit = await store.get(f"memo:value:{key}")
+    hit = await store.get(f"value:{key}")
     if isinstance(hit, dict):
         return await _answer(store, key, hit["value"], cached=True)
     value = await compute(key)
-    computations = await store.incr(f"memo:count:{key}")
-    await store.set(f"memo:value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
+    computations = await store.incr(f"count:{key}")
+    await store.set(f"value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
     return {"key": key, "value": value, "cached": False, "computations": computations}
 
 
@@ -112,18 +114,18 @@ async def _compute(store: Store, key: str) -> dict[str, Any]:
 async def memo(key: str) -> dict[str, Any]:
     """The memoised value of ``key``, computed by one request across all workers."""
     check_key(key)
-    store = get_store("cache")
+    store = get_store("cache").namespace("memo")
     deadline = time.monotonic() + _setting("MEMO_WAIT")
     delay = 0.005
     while True:
-        hit = await store.get(f"memo:value:{key}")
+        hit = await store.get(f"value:{key}")
         if isinstance(hit, dict):
             return await _answer(store, key, hit["value"], cached=True)
         # wait=0: one try. The lock is released on the way out even when the
         # client goes away mid-computation, so waiters need not sit out the lease.
         # Only taking the lock raises LockTimeout; _compute never does.
         try:
-            async with store.lock(f"memo:{key}", timeout=_setting("MEMO_LEASE"), wait=0):
+            async with store.lock(key, timeout=_setting("MEMO_LEASE"), wait=0):
                 return await _compute(store, key)
         except LockTimeout:
             pass  # another request computes; wait for its value

@@ -1,0 +1,69 @@
+"""Where an app's qapp state lives: ``app.extensions["qapp"]``, one :class:`QappState` per app.
+
+Every worker process builds its own app, so this is worker state: its
+stores (connected in that worker's event loop) and its session bookkeeping.
+Nothing of it lives in a module global.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Quart, current_app
+
+from qapp.state import Store
+
+__all__ = ["QappState", "UserLoader", "Users", "get_store", "state_of"]
+
+#: ``async def load(user_id) -> user or None``: what fills ``g.user``.
+UserLoader = Callable[[str], Awaitable[Any]]
+
+
+@dataclass
+class Users:
+    """How an app knows its users: set by ``@qapp.user_loader``, read by every request."""
+
+    load: UserLoader | None = None
+
+
+@dataclass
+class QappState:
+    """One app's qapp state in one worker: its stores and session bookkeeping."""
+
+    #: Store name -> store; names that share a URL share the object.
+    stores: dict[str, Store]
+    #: The idle lifetime of sessions, or None when sessions are not installed.
+    session_ttl: float | None
+    #: Names of the per-session values (``session.incr(name)``) this app uses.
+    session_values: frozenset[str]
+    #: What fills ``g.user`` from the session's user id (shared with the Qapp object).
+    users: Users = field(default_factory=Users)
+    #: Session id -> when this worker last renewed it: a cache of writes already
+    #: made, never the truth (that is the store's ttl). Bounded by the sessions.
+    renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def store(self, name: str = "default") -> Store:
+        """The store called ``name``; the default store for a name not configured."""
+        return self.stores.get(name) or self.stores["default"]
+
+    def distinct_stores(self) -> list[Store]:
+        """Each store once, however many names it has."""
+        return list({id(s): s for s in self.stores.values()}.values())
+
+
+def state_of(app: Quart | None = None) -> QappState:
+    """The qapp state of ``app`` (by default the current app)."""
+    target = current_app if app is None else app
+    try:
+        state: QappState = target.extensions["qapp"]
+    except KeyError:
+        raise RuntimeError("qapp is not installed on this app: call Qapp(app)") from None
+    return state
+
+
+def get_store(name: str = "default") -> Store:
+    """The current app's store called ``name``: for blueprints, which have no Qapp object."""
+    return state_of().store(name)

@@ -1,0 +1,367 @@
+"""Server-side sessions: the cookie holds a signed random id, the data lives in a Store.
+
+Quart's default session travels in the cookie: about 4 KB at most, readable by
+the client, and every request writes back its own copy, so concurrent
+requests overwrite each other. Here the cookie carries only a random id
+(256 bits), signed with itsdangerous as Quart signs its cookies, and the
+data lives in the ``session`` store as JSON, with a sliding ttl renewed by
+the requests that present the cookie (by each worker at most once per
+tenth of the ttl). Quart's ``session`` works as before; it is a
+:class:`ServerSession`, with async methods for what a cookie session cannot do.
+
+Keys, in the ``session`` namespace of the session store::
+
+    <id>             the session's data (a JSON object)
+    <id>:<name>      a per-session value, e.g. a counter (``session.incr(name)``)
+
+Rules:
+
+- An id is adopted only if its signature is good *and* the store holds it.
+  An unknown, expired or tampered id starts a fresh, empty session; its id
+  is always new and random, never the one the client offered.
+- Nothing is written for a client who never needs a session: the id is
+  created (and the cookie set) the first time a route stores something.
+- The dict is for data that changes rarely, such as who is logged in; it is
+  written whole, so two concurrent requests that both change it keep the
+  later one. A value that concurrent requests change, like a counter, is a
+  per-session value changed atomically in the store (:meth:`ServerSession.incr`),
+  never a rewrite of the whole session (the bug of flask-session #71).
+- :meth:`ServerSession.regenerate` gives the session a new id (on login,
+  against session fixation); :meth:`ServerSession.destroy` deletes it from
+  the store (on logout), so a replayed cookie is dead.
+
+The store is read in a ``before_request`` hook, not in ``open_session``:
+Quart opens the session before its error handlers apply, so a store that is
+down would there be a bare 500. If the store is down the hook leaves the
+session unloaded, and only routes that need it fail, with the usual JSON 503,
+when they load it themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from quart import Quart, Response
+from quart.globals import request_ctx
+from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from qapp.ext.context import QappState, state_of
+from qapp.ext.errors import turn_into_503
+from qapp.state import JSONValue, Store, StoreError, StoreUnavailable
+
+__all__ = ["ID_BYTES", "ID_PATTERN", "SALT", "ServerSession", "StoreSessionInterface", "current"]
+
+log = logging.getLogger(__name__)
+
+#: Random bytes in a session id (256 bits).
+ID_BYTES = 32
+#: What a session id looks like: ``secrets.token_urlsafe(32)``.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+#: What the name of a per-session value looks like.
+VALUE_NAME = re.compile(r"[a-z0-9_]{1,64}")
+#: A worker renews a session's ttl at most once per this fraction of it, so an
+#: idle session lives between 0.9 and 1 × its ttl after its last request.
+RENEW_EVERY = 0.1
+#: Sessions whose last renewal a worker remembers (oldest forgotten first).
+RENEWALS_KEPT = 10_000
+#: itsdangerous salt: a signature made for anything else is no session id.
+SALT = "qapp-session-id"
+
+
+class ServerSession(SecureCookieSession):
+    """Quart's ``session``, kept in the store; the cookie names it by a signed id.
+
+    Use it as a dict for data that changes rarely; use :meth:`incr` for
+    values that concurrent requests change. ``sid`` is None until the
+    session exists in the store. ``candidate`` is the id the cookie offered,
+    signed correctly but not yet found in the store.
+    """
+
+    def __init__(self, candidate: str | None = None) -> None:
+        super().__init__()
+        self.candidate = candidate
+        self.sid: str | None = None
+        self.loaded = False
+        self.modified = False
+        #: A new id was made in this request: the answer sets the cookie.
+        self.issue_cookie = False
+        #: The session was destroyed: the answer deletes the cookie.
+        self.drop_cookie = False
+
+    # -- where it lives ----------------------------------------------------
+
+    @staticmethod
+    def _state() -> QappState:
+        return state_of()
+
+    def _home(self) -> tuple[Store, float, frozenset[str]]:
+        state = self._state()
+        if state.session_ttl is None:
+            raise RuntimeError("server-side sessions are off for this app (QAPP_SESSIONS)")
+        store = state.store("session").namespace("session")
+        return store, state.session_ttl, state.session_values
+
+    def _keys(self, sid: str, names: frozenset[str]) -> list[str]:
+        return [sid, *(f"{sid}:{name}" for name in sorted(names))]
+
+    def _renewal_due(self, sid: str, ttl: float) -> bool:
+        # Renewing is a store write per key; doing it on every request made
+        # each request with a cookie pay two writes to move an expiry a week
+        # away by a few milliseconds.
+        last = self._state().renewals.get(sid)
+        return last is None or time.monotonic() - last >= ttl * RENEW_EVERY
+
+    def _renewed(self, sid: str) -> None:
+        renewals = self._state().renewals
+        renewals[sid] = time.monotonic()
+        renewals.move_to_end(sid)
+        while len(renewals) > RENEWALS_KEPT:
+            renewals.popitem(last=False)
+
+    # -- the session's life ---------------------------------------------------
+
+    async def load(self) -> ServerSession:
+        """Read the session from the store (once per request) and renew its ttl."""
+        if self.loaded:
+            return self
+        if self.candidate is not None:
+            store, ttl, names = self._home()
+            data = await store.get(self.candidate)
+            if isinstance(data, dict):
+                self.sid = self.candidate
+                super().update(data)
+                if self._renewal_due(self.sid, ttl):
+                    # Sliding expiry: the data and every value live on together.
+                    keys = self._keys(self.sid, names)
+                    await asyncio.gather(*(store.expire(key, ttl) for key in keys))
+                    self._renewed(self.sid)
+        self.loaded = True
+        self.modified = False
+        return self
+
+    async def ensure(self) -> str:
+        """Return the session's id, creating the session in the store if needed."""
+        await self.load()
+        if self.sid is None:
+            store, ttl, _ = self._home()
+            sid = secrets.token_urlsafe(ID_BYTES)
+            # ``add``: a (vanishingly unlikely) clash can never take over a live session.
+            while not await store.add(sid, dict(self), ttl=ttl):
+                sid = secrets.token_urlsafe(ID_BYTES)
+            self.sid = sid
+            self.issue_cookie = True
+            self.drop_cookie = False
+            self.modified = False
+        return self.sid
+
+    async def save(self) -> None:
+        """Write the session's dict to the store now (the response hook does it otherwise)."""
+        await self.load()
+        if self.sid is None:
+            await self.ensure()
+            return
+        store, ttl, _ = self._home()
+        # Rewrite only a session that is still there: a logout that happened
+        # meanwhile in another request must not be undone by this write.
+        if await store.expire(self.sid, ttl):
+            await store.set(self.sid, dict(self), ttl=ttl)
+            self.modified = False
+        else:
+            log.info("session ended while a request was changing it; change dropped")
+            self._forget()
+
+    async def regenerate(self, **changes: Any) -> str:
+        """Move the session, with ``changes`` applied, to a new id; return the id.
+
+        Call it on login, so that an id known before login (planted, or seen
+        by someone else) is worth nothing after it. Per-session values move
+        along. An increment that lands on the old id while it moves is lost
+        with the old id.
+
+        All or nothing as far as the client can tell: if a store call fails,
+        the error is raised and the session is left in memory as it was, so
+        the response hook writes nothing and sets no cookie, even if the
+        store is back by then. A new id already written stays unused in the
+        store until its ttl ends; it never reached the client.
+        """
+        await self.load()
+        old, before = self.sid, dict(self)
+        flags = (self.issue_cookie, self.drop_cookie, self.modified)
+        try:
+            super().update(changes)
+            self.sid = None
+            new = await self.ensure()
+            if old is not None:
+                store, ttl, names = self._home()
+                for name in names:
+                    value = await store.get(f"{old}:{name}")
+                    if value is not None:
+                        await store.set(f"{new}:{name}", value, ttl=ttl)
+                await self._delete_all(store, old, names)
+        except BaseException:
+            super().clear()
+            super().update(before)
+            self.sid = old
+            self.issue_cookie, self.drop_cookie, self.modified = flags
+            raise
+        return new
+
+    async def destroy(self) -> None:
+        """Delete the session from the store and tell the client to drop the cookie."""
+        await self.load()
+        if self.sid is not None:
+            store, _, names = self._home()
+            await self._delete_all(store, self.sid, names)
+        self._forget()
+
+    def _forget(self) -> None:
+        super().clear()
+        self.sid = None
+        self.issue_cookie = False
+        self.drop_cookie = True
+        self.modified = False
+
+    async def _delete_all(self, store: Store, sid: str, names: frozenset[str]) -> None:
+        await asyncio.gather(*(store.delete(key) for key in self._keys(sid, names)))
+
+    # -- per-session values, changed atomically ----------------------------------
+
+    def _value_home(self, name: str) -> tuple[Store, float]:
+        store, ttl, names = self._home()
+        if name not in names:
+            raise KeyError(f"{name!r} is not a session value: list it in Qapp(session_values=...)")
+        return store, ttl
+
+    async def incr(self, name: str, delta: int = 1) -> int:
+        """Add ``delta`` to this session's value ``name`` atomically; return the new value.
+
+        100 concurrent ``incr`` from one client add exactly 100, on any
+        number of workers: no read of the whole session, no rewrite of it.
+        The session is created if the client has none.
+        """
+        store, ttl = self._value_home(name)
+        sid = await self.ensure()
+        # The ttl applies when the increment creates the key; after that the
+        # session renews it on each request, together with the session itself.
+        return await store.incr(f"{sid}:{name}", delta, ttl=ttl)
+
+    async def value(self, name: str) -> JSONValue:
+        """This session's value ``name``, or None; never creates a session."""
+        store, _ = self._value_home(name)
+        await self.load()
+        return None if self.sid is None else await store.get(f"{self.sid}:{name}")
+
+    async def set_value(self, name: str, value: JSONValue) -> None:
+        """Set this session's value ``name``, creating the session if needed."""
+        store, ttl = self._value_home(name)
+        sid = await self.ensure()
+        await store.set(f"{sid}:{name}", value, ttl=ttl)
+
+
+class StoreSessionInterface(SessionInterface):
+    """Quart's session hooks for :class:`ServerSession`: they only sign and read cookies.
+
+    All store I/O happens in the hook and the session's methods, inside the
+    request, where store errors become JSON answers.
+    """
+
+    def serializer(self, app: Quart) -> URLSafeSerializer:
+        """The signer of session ids: HMAC-SHA256 keyed by the app's secret key."""
+        keys: list[str | bytes] = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
+        # itsdangerous signs with the last key and accepts all of them.
+        keys.append(app.secret_key)  # type: ignore[arg-type]
+        return URLSafeSerializer(
+            keys,  # type: ignore[arg-type]
+            salt=SALT,
+            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+        )
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
+        cookies, name = request.cookies, self.get_cookie_name(app)
+        # Not cookies.get(name): werkzeug's get raises and catches a KeyError
+        # when the cookie is missing, on every request of a client without one.
+        cookie = cookies[name] if name in cookies else None  # noqa: SIM401
+        candidate = None
+        if cookie:
+            try:
+                value = self.serializer(app).loads(cookie)
+            except BadSignature:
+                value = None
+            if isinstance(value, str) and ID_PATTERN.fullmatch(value):
+                candidate = value
+        return ServerSession(candidate)
+
+    async def save_session(
+        self,
+        app: Quart,
+        session: SessionMixin,
+        response: Response | WerkzeugResponse | None,
+    ) -> None:
+        if response is None or not isinstance(session, ServerSession):
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        if session.modified:
+            # A route changed the dict without calling save(); save it now.
+            try:
+                await session.save()
+            except StoreError as exc:
+                log.warning("session not saved: %s", exc)
+                turn_into_503(response, "the session could not be saved")  # type: ignore[arg-type]
+                return
+        options: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+            "partitioned": self.get_cookie_partitioned(app),
+        }
+        name = self.get_cookie_name(app)
+        if session.issue_cookie and session.sid is not None:
+            value = self.serializer(app).dumps(session.sid)
+            expires = self.get_expiration_time(app, session)
+            response.set_cookie(name, value, expires=expires, **options)
+            response.vary.add("Cookie")
+        elif session.drop_cookie:
+            response.delete_cookie(name, **options)
+            response.vary.add("Cookie")
+
+
+def current() -> ServerSession:
+    """The current request's session."""
+    session = request_ctx.session
+    if not isinstance(session, ServerSession):
+        raise RuntimeError("server-side sessions are not installed on this app: Qapp(app)")
+    return session
+
+
+def install(app: Quart) -> None:
+    """Keep ``app``'s sessions in its session store; cookies HttpOnly and SameSite=Lax.
+
+    Quart's ``SESSION_COOKIE_*`` keys apply; ``SESSION_COOKIE_SECURE`` marks
+    the cookie Secure for HTTPS.
+    """
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    app.session_interface = StoreSessionInterface()  # type: ignore[assignment]
+
+    @app.before_request
+    async def load_session() -> None:
+        # Only a cookie with a good signature costs a store read.
+        try:
+            await current().load()
+        except StoreUnavailable:
+            # Not every route needs the session: a page or a health check
+            # still answers. A route that does need it loads it again, which
+            # retries the store and answers 503 if it is still down.
+            log.debug("session store unavailable; session not loaded")
