@@ -18,8 +18,26 @@ from quart import Quart
 from qapp import create_app
 from qapp.state import Store, open_store
 from qapp.testing import HypercornServer, RedisServer
+from qapp.testing.postgres import PostgresServer
 
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "postgresql"]
+
+#: The abuse limits, off: for tests whose subject is something else and that
+#: send more from one address than one client may (every test client is
+#: 127.0.0.1). The limits have tests of their own (test_abuse_deploy.py).
+NO_LIMITS = dict.fromkeys(
+    (
+        "LOGIN_LIMIT",
+        "LOGIN_CLIENT_LIMIT",
+        "REGISTER_CLIENT_LIMIT",
+        "CACHE_QUOTA",
+        "MEMO_QUOTA",
+        "SESSION_QUOTA",
+    ),
+    "off",
+)
+#: The same, as a server's environment.
+NO_LIMITS_ENV = {f"QAPP_{key}": value for key, value in NO_LIMITS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +51,12 @@ def redis_server() -> Iterator[RedisServer]:
 def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer]:
     """One qapp worker (``qapp serve``) on a SQLite file of its own, for one test module."""
     folder: Path = tmp_path_factory.mktemp("one-worker")
-    env = {"QAPP_STORE_URL": f"sqlite://{folder / 'qapp.db'}", "QAPP_INSTANCE_PATH": str(folder)}
+    env = {
+        "QAPP_STORE_URL": f"sqlite://{folder / 'qapp.db'}",
+        "QAPP_INSTANCE_PATH": str(folder),
+        # Hostile-input tests send thousands of requests from one address.
+        **NO_LIMITS_ENV,
+    }
     with HypercornServer(workers=1, env=env) as running:
         yield running
 
@@ -44,6 +67,20 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test session's own, on a free loopback port (never 5432)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgresql_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The test's PostgreSQL URL; the store's tables are emptied after each test."""
+    yield postgres_server.url
+    postgres_server.empty_store()
 
 
 @pytest.fixture
@@ -64,7 +101,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def shared_store_url(request: pytest.FixtureRequest) -> str:
     """The URL of each backend that several processes can share."""
     url: str = request.getfixturevalue(f"{request.param}_url")
@@ -79,9 +116,15 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def app(store_url: str, tmp_path: Path) -> Quart:
-    """The app on each backend in turn, with its own instance folder."""
-    return create_app({"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path / "instance")})
+def app(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Quart:
+    """The app on each backend in turn, with its own instance folder.
+
+    Its abuse limits are the defaults, unless the test is marked ``limits_off``.
+    """
+    settings = {"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path / "instance")}
+    if request.node.get_closest_marker("limits_off"):
+        settings.update(NO_LIMITS)
+    return create_app(settings)
 
 
 @pytest.fixture

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from quart import Quart
 
 from qapp import create_app
 from qapp.backends.memory import MemoryStore
+from qapp.backends.postgres import PostgresStore
 from qapp.backends.redis import DATA_PREFIX, RedisStore
 from qapp.backends.sqlite import SQLiteStore
 from qapp.ext import state_of
@@ -58,13 +60,33 @@ async def dump(store: Store) -> dict[str, str]:
             }
         finally:
             await client.aclose()
+    if isinstance(store, PostgresStore):
+        pg = await asyncpg.connect(store.url)
+        try:
+            if await pg.fetchval("SELECT to_regclass('qapp_kv')") is None:
+                return {}
+            rows = await pg.fetch(
+                "SELECT key, value::text FROM qapp_kv"
+                " WHERE expires_at IS NULL OR expires_at > statement_timestamp()"
+            )
+        finally:
+            await pg.close()
+        return {bytes(key).decode(): raw for key, raw in rows}
     raise TypeError(f"cannot dump {type(store).__name__}")
 
 
+#: Rate-limit and quota counters: the one thing a refused request may change
+#: (a refused login must count, or the throttle could be guessed around).
+COUNTERS = "ratelimit:"
+
+
 async def snapshot(app: Quart) -> dict[str, dict[str, str]]:
-    """The contents of every distinct store of ``app``, by URL."""
+    """The contents of every distinct store of ``app``, by URL, rate-limit counters left out."""
     stores = {store.url: store for store in state_of(app).distinct_stores()}
-    return {url: await dump(store) for url, store in stores.items()}
+    return {
+        url: {k: v for k, v in (await dump(store)).items() if not k.startswith(COUNTERS)}
+        for url, store in stores.items()
+    }
 
 
 async def assert_refused_unchanged(

@@ -1,0 +1,275 @@
+"""The PostgreSQL store keeps every promise of the others, on a real server the tests start.
+
+The conformance suite (tests/test_state.py) and the cross-process tests
+(tests/test_state_processes.py) run on PostgreSQL through conftest's
+``store_url`` and ``shared_store_url``, on a ``PostgresServer`` of the test
+session's own (never the machine's own cluster on 5432). Here is what only
+PostgreSQL could get wrong: exact round trips, 64-bit overflow, expiry on the
+server's clock, the pool, and an outage: the server is killed and started
+again under the same store object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from qapp.backends import postgres as backend
+from qapp.backends.postgres import PostgresStore
+from qapp.state import (
+    ConfigurationError,
+    InvalidValue,
+    Store,
+    StoreUnavailable,
+    dumps,
+    loads,
+    open_store,
+    store_from_url,
+)
+from qapp.testing.postgres import PostgresServer
+
+PROCESSES = 4
+
+
+@pytest.fixture
+async def store(postgresql_url: str) -> AsyncIterator[Store]:
+    """A connected PostgreSQL store, closed afterwards (overrides conftest's ``store``)."""
+    async with await open_store(postgresql_url) as opened:
+        yield opened
+
+
+# --- what PostgreSQL itself could get wrong ------------------------------------
+
+
+async def test_values_come_back_as_loads_of_dumps(store: Store) -> None:
+    """Key order, number spelling and NUL survive: the column is json, not jsonb."""
+    value = {"z": 1, "a": [1e20, 0.1, -0.0, 10**30], "m": "nul \u0000 ✓", "": {"b": 2, "a": 1}}
+    await store.set("k", value)
+    got = await store.get("k")
+    expected = loads(dumps(value))
+    assert got == expected
+    assert dumps(got) == dumps(expected)  # same key order, same number types
+    assert isinstance(got["a"][0], float)
+
+
+async def test_keys_may_hold_nul(store: Store) -> None:
+    """A key with NUL in it is a key of its own, as on the other backends."""
+    await store.set("a\x00b", 1)
+    await store.set("a", 2)
+    assert await store.get("a\x00b") == 1
+    assert await store.incr("a\x00b") == 2
+    async with store.lock("a\x00b", wait=0):
+        pass
+
+
+async def test_incr_past_64_bits_is_invalid(store: Store) -> None:
+    """A counter that would leave the 64-bit range is refused and left as it was."""
+    await store.set("c", 2**63 - 1)
+    with pytest.raises(InvalidValue):
+        await store.incr("c")
+    assert await store.get("c") == 2**63 - 1
+    await store.set("huge", 10**30)
+    with pytest.raises(InvalidValue):
+        await store.incr("huge")
+    with pytest.raises(InvalidValue):
+        await store.incr("d", 2**64)
+
+
+async def test_fractional_ttl_expires_on_time(store: Store) -> None:
+    """A quarter-second ttl: still there at 0.1 s, gone at 0.35 s, for get, add and incr."""
+    await store.set("k", "v", ttl=0.25)
+    await store.incr("c", ttl=0.25)
+    await asyncio.sleep(0.1)
+    assert await store.get("k") == "v"
+    assert await store.add("k", "other") is False
+    await asyncio.sleep(0.25)
+    assert await store.get("k") is None
+    assert await store.delete("c") is False
+    assert await store.add("k", "new", ttl=0.25) is True
+    assert await store.get("k") == "new"
+
+
+@pytest.mark.parametrize("ttl", [1e15, 1e300])
+async def test_huge_ttl_is_as_good_as_none(store: Store, ttl: float) -> None:
+    """A ttl past PostgreSQL's interval range keeps the key, as the other backends do."""
+    await store.set("k", 1, ttl=ttl)
+    assert await store.add("a", 1, ttl=ttl) is True
+    assert await store.incr("c", ttl=ttl) == 1
+    assert await store.expire("k", ttl) is True
+    async with store.lock("l", timeout=ttl, wait=0):
+        assert [await store.get(key) for key in ("k", "a", "c")] == [1, 1, 1]
+
+
+async def test_writers_sweep_expired_rows(
+    postgresql_url: str, postgres_server: PostgresServer
+) -> None:
+    """Expired rows leave the table once a writer of a new worker sweeps; live rows stay."""
+    async with await open_store(postgresql_url) as first:
+        for i in range(5):
+            await first.set(f"short{i}", i, ttl=0.05)
+        await first.set("long", "kept")
+    await asyncio.sleep(0.1)
+    assert postgres_server.psql("SELECT count(*) FROM qapp_kv").strip() == "6"
+    # A new store sweeps on its first write, in the background; closing it waits.
+    async with await open_store(postgresql_url) as second:
+        await second.set("other", 1)
+    assert postgres_server.psql("SELECT count(*) FROM qapp_kv").strip() == "2"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:secret@host:notaport/db",
+        "postgresql://user:secret@host:99999/db",
+        "postgresql://user:secret@host/db/extra",
+        "postgresql://user:secret@host/db?sslmode=sometimes",
+        "postgresql://user:secret@host/db?a=1&a=2",
+        "postgresql://user:secret@host/db#frag",
+    ],
+)
+def test_malformed_url_fails_at_construction(url: str) -> None:
+    """A malformed URL is a ConfigurationError before anything connects, password hidden."""
+    with pytest.raises(ConfigurationError) as raised:
+        store_from_url(url)
+    assert "secret" not in str(raised.value)
+
+
+def test_both_schemes_choose_postgres() -> None:
+    """postgresql:// and postgres:// both name this backend, scoped to the cluster."""
+    for url in [
+        "postgresql://u@h/db",
+        "postgres://u@h/db",
+        "POSTGRESQL://u@h:6543/db?sslmode=require",
+    ]:
+        store = store_from_url(url)
+        assert isinstance(store, PostgresStore)
+        assert store.scope == "cluster"
+
+
+async def test_unreachable_server_is_unavailable_then_recovers() -> None:
+    """A store whose server is not up yet fails fast, and works once the server is."""
+    server = PostgresServer()
+    try:
+        store = store_from_url(server.url)
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            await store.connect()
+        assert time.monotonic() - began < 3
+        assert isinstance(raised.value.__cause__, OSError)
+        await asyncio.to_thread(server.start)
+        await store.connect()
+        assert await store.incr("c") == 1
+        await store.close()
+    finally:
+        await asyncio.to_thread(server.cleanup)
+
+
+async def test_busy_pool_is_unavailable_not_a_hang(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every pooled connection taken, a request waits the pool's timeout, then a 503;
+    the message names the server but never its password."""
+    monkeypatch.setattr(backend, "ACQUIRE_TIMEOUT", 0.3)
+    # Trust authentication ignores the password; it is here to be hidden.
+    url = postgresql_url.replace("postgres@", "postgres:hunter2@")
+    store = store_from_url(url)
+    assert isinstance(store, PostgresStore)
+    try:
+        await store.connect()
+        pool = await store._get_pool()
+        held = [await pool.acquire() for _ in range(backend.POOL_SIZE)]
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no connection free") as raised:
+            await store.get("k")
+        assert 0.3 <= time.monotonic() - began < 1.5
+        assert "hunter2" not in str(raised.value)
+        for conn in held:
+            await pool.release(conn)
+        assert await store.incr("c") == 1
+    finally:
+        await store.close()
+
+
+async def test_concurrent_first_connects_create_the_schema_once(
+    postgres_server: PostgresServer,
+) -> None:
+    """Many stores connecting to an empty database at once all succeed (no catalog race)."""
+    name = f"fresh_{os.getpid()}_{time.monotonic_ns()}"
+    postgres_server.psql(f'CREATE DATABASE "{name}"', database="postgres")
+    stores = [store_from_url(postgres_server.database_url(name)) for _ in range(12)]
+    try:
+        await asyncio.gather(*(store.connect() for store in stores))
+        added = await asyncio.gather(*(store.add("k", i) for i, store in enumerate(stores)))
+        assert added.count(True) == 1
+        assert await stores[0].get("k") == added.index(True)
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+        postgres_server.psql(f'DROP DATABASE "{name}"', database="postgres")
+
+
+# --- an outage: the server is killed, then started again ---------------------------
+
+
+async def test_outage_fails_fast_and_the_same_store_recovers() -> None:
+    """Killed server: every operation raises StoreUnavailable at once, none hangs.
+    Started again: the same store object works, with no reconnect by hand."""
+    with PostgresServer() as server:
+        async with await open_store(server.url) as store:
+            assert await store.incr("c") == 1
+            await store.set("k", "before")
+
+            # In flight at the moment of the crash: a stream of increments.
+            async def keep_counting() -> BaseException:
+                while True:
+                    try:
+                        await store.incr("c")
+                    except StoreUnavailable as exc:
+                        return exc
+
+            counting = asyncio.create_task(keep_counting())
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.kill)
+            failure = await asyncio.wait_for(counting, 2)
+            assert failure.__cause__ is not None
+
+            operations: list[Callable[[], Awaitable[object]]] = [
+                lambda: store.get("k"),
+                lambda: store.set("k", "during"),
+                lambda: store.incr("c"),
+                lambda: store.add("new", 1),
+                lambda: store.delete("k"),
+                lambda: store.expire("k", 5),
+                store.ping,
+            ]
+            for operation in operations:
+                began = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await operation()
+                assert time.monotonic() - began < 1.0
+            with pytest.raises(StoreUnavailable):
+                async with store.lock("l", wait=0.2):
+                    pytest.fail("took a lock with the server down")
+
+            await asyncio.to_thread(server.start)
+            # Committed before the crash, so still there; the store reconnects itself.
+            assert await store.get("k") == "before"
+            counted = await store.incr("c")
+            assert counted > 1
+            async with store.lock("l", wait=1):
+                await store.set("k", "after")
+            assert await store.get("k") == "after"
+
+
+async def test_restart_while_idle_costs_no_failed_request() -> None:
+    """A restart the store did not witness: the next request already works."""
+    with PostgresServer() as server:
+        async with await open_store(server.url) as store:
+            # Several pooled connections, all of which the restart breaks.
+            await asyncio.gather(*(store.set(f"k{i}", i) for i in range(10)))
+            await asyncio.to_thread(server.kill)
+            await asyncio.to_thread(server.start)
+            assert await asyncio.gather(*(store.get(f"k{i}") for i in range(10))) == list(range(10))
