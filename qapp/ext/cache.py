@@ -1,0 +1,97 @@
+"""``@qapp.cached(...)``: :mod:`qapp.flight`'s ``cached`` on the current app's store.
+
+::
+
+    qapp = Qapp(app)
+
+    @qapp.cached(ttl=60, stale=30)
+    async def report(day: str) -> dict[str, int]:
+        ...                                      # seconds of work, done once
+
+    @app.get("/report/<day>")
+    async def show(day: str):
+        info = await report.get_with_info(day)   # or just: await report(day)
+        return {"report": info.value, "stale": info.stale}
+
+The decorated function finds its store when it is called, in the app that
+is serving: ``qapp.store(store)`` (the ``cache`` store by default), so one
+function serves every app and every worker. Blueprints without the Qapp
+object use :func:`cached` from this module, which is the same.
+
+A background refresh (of a stale value, or an early one) runs as a Quart
+background task: it keeps the app context, and a worker that shuts down waits
+for it. A waiter that gives up (:class:`~qapp.flight.StillComputing`, a
+:class:`~qapp.state.LockTimeout`) is answered 503 with ``Retry-After``, like
+every store error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from quart import current_app, has_app_context
+
+from qapp.ext.context import get_store
+from qapp.flight import Cached, Result, StillComputing
+from qapp.flight import cached as cached_in
+
+__all__ = ["Cached", "Result", "StillComputing", "cached"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def cached(
+    ttl: float = 60.0,
+    stale: float = 0.0,
+    *,
+    lease: float = 10.0,
+    wait: float = 30.0,
+    beta: float = 1.0,
+    store: str = "cache",
+    namespace: str | None = None,
+) -> Callable[[Callable[P, Awaitable[T]]], Cached[P, T]]:
+    """Keep an async function's values in the current app's ``store``, each computed once.
+
+    Args:
+        ttl: seconds a value is fresh.
+        stale: seconds after that during which it is still answered at once,
+            marked stale, while one worker recomputes it in the background.
+        lease: seconds of the computing worker's lock, renewed while it works.
+        wait: seconds a caller waits for another worker's computation (then 503).
+        beta: XFetch's eagerness to refresh before expiry; 0 turns it off.
+        store: the name of the app's store (``cache``: ``QAPP_CACHE_STORE_URL``).
+        namespace: the store namespace of the entries (``cached``).
+    """
+    return cached_in(
+        functools.partial(get_store, store),
+        ttl,
+        stale,
+        lease=lease,
+        wait=wait,
+        beta=beta,
+        namespace=namespace,
+        spawn=in_background,
+    )
+
+
+def in_background(job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` as a background task of the current app (an asyncio task outside one)."""
+
+    async def run() -> None:
+        await job()
+
+    if has_app_context():
+        current_app.add_background_task(run)
+        return
+    task = asyncio.get_running_loop().create_task(run())
+    # The loop keeps only a weak reference: hold one until the job is done.
+    _outside_apps.add(task)
+    task.add_done_callback(_outside_apps.discard)
+
+
+#: Background jobs started outside any app context.
+_outside_apps: set[asyncio.Task[None]] = set()
