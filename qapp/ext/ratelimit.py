@@ -1,0 +1,161 @@
+"""Rate limits on routes: ``@qapp.rate_limit("5/minute")``, exact across workers and hosts.
+
+Over the limit, a route answers 429 with ``Retry-After`` and the
+``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and
+``RateLimit-Policy`` headers; an allowed answer carries the same headers.
+The count lives in a store (:func:`qapp.ratelimit.hit`, one atomic
+``incr`` per request), so it is exact for every worker and host that shares
+it; on ``memory://`` each worker counts alone and allows its own N.
+
+The client is its address as the connection shows it. Behind a reverse
+proxy every client would share the proxy's address, so list the proxies
+you trust in ``QAPP_TRUSTED_PROXIES`` (addresses or networks): then the
+client is the right-most address in ``X-Forwarded-For`` that is not one of
+them. An address a client wrote itself, further left, is never believed.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec, TypeVar
+
+from quart import Quart, Response, after_this_request, g, request
+from werkzeug.exceptions import TooManyRequests
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from qapp import metrics
+from qapp.ext.context import state_of
+from qapp.ext.errors import error_response
+from qapp.ratelimit import Limit, Verdict, hit, parse_limit
+from qapp.state import ConfigurationError
+
+__all__ = ["RateLimited", "check", "client_address", "install", "rate_limit"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimited(TooManyRequests):
+    """Over a rate limit: a JSON 429 with ``Retry-After`` and ``RateLimit`` headers."""
+
+    def __init__(self, verdict: Verdict, message: str = "too many requests; retry later") -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+def trusted_proxies(entries: Iterable[str] | str | None) -> tuple[Network, ...]:
+    """Parse ``QAPP_TRUSTED_PROXIES``: addresses or networks, a list or comma-separated."""
+    if not entries:
+        return ()
+    items = entries.split(",") if isinstance(entries, str) else list(entries)
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
+    except ValueError as exc:
+        raise ConfigurationError(f"QAPP_TRUSTED_PROXIES: {exc}") from None
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address() -> str:
+    """The current request's client: the peer, or the first untrusted hop right of it."""
+    peer = request.remote_addr or "unknown"
+    proxies: tuple[Network, ...] = state_of().trusted_proxies
+    if not proxies:
+        return peer
+    hops = [peer]
+    for header in request.headers.getlist("X-Forwarded-For"):
+        hops[:0] = [part for part in header.split(",") if part.strip()]
+    # From the right: the peer, then what each trusted proxy says it saw.
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return hop.strip()
+        if not any(address in net for net in proxies):
+            return str(address)
+    return hops[0].strip()
+
+
+def _headers(response: Response | WerkzeugResponse, verdict: Verdict) -> None:
+    response.headers["RateLimit-Limit"] = str(verdict.limit.count)
+    response.headers["RateLimit-Remaining"] = str(verdict.remaining)
+    response.headers["RateLimit-Reset"] = str(verdict.retry_after)
+    response.headers["RateLimit-Policy"] = str(verdict.limit)
+
+
+async def check(
+    limit: str | Limit, key: str, *, scope: str, store: str = "default", cost: int = 1
+) -> Verdict:
+    """Count one event of ``key`` against ``limit`` in ``scope``; raise :class:`RateLimited`.
+
+    For limits a route applies itself, e.g. per account inside a login.
+    """
+    parsed = parse_limit(limit)
+    counters = state_of().store(store).namespace("ratelimit")
+    verdict = await hit(counters, f"{scope}:{key}", parsed, cost)
+    # The tightest verdict of this request goes in its answer's headers.
+    current: Verdict | None = g.get("qapp_ratelimit")
+    if current is None:
+        # Only a request that was counted gets the headers: no hook runs for
+        # the others.
+        after_this_request(_with_headers)
+    if current is None or verdict.remaining <= current.remaining:
+        g.qapp_ratelimit = verdict
+    if not verdict.allowed:
+        metrics.rate_limited(scope)
+        raise RateLimited(verdict)
+    return verdict
+
+
+def rate_limit(
+    limit: str | Limit,
+    *,
+    key: Callable[[], str] | None = None,
+    scope: str | None = None,
+    store: str = "default",
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Limit a route to ``limit`` per ``key()`` (default: the client's address).
+
+    ``scope`` names the counter (default: the view's name), so that two
+    routes sharing a scope share one budget.
+    """
+    parsed = parse_limit(limit)  # a bad limit fails at import, not at the first request
+    who = key or client_address
+
+    def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        name = scope or f"{view.__module__}.{view.__qualname__}"
+
+        @functools.wraps(view)
+        async def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+            await check(parsed, who(), scope=name, store=store)
+            return await view(*args, **kwargs)
+
+        return limited
+
+    return decorator
+
+
+async def _with_headers(response: Response | WerkzeugResponse) -> Response | WerkzeugResponse:
+    """Put the tightest verdict of the request in its answer's ``RateLimit`` headers."""
+    verdict: Verdict | None = g.get("qapp_ratelimit")
+    if verdict is not None:
+        _headers(response, verdict)
+    return response
+
+
+def install(app: Quart) -> None:
+    """Answer :class:`RateLimited` as a JSON 429; :func:`check` puts ``RateLimit`` headers
+    on the answers of the requests it counts."""
+
+    @app.errorhandler(RateLimited)
+    async def too_many(exc: RateLimited) -> Response:
+        response = error_response(429, "too_many_requests", exc.description or "")
+        response.headers["Retry-After"] = str(exc.verdict.retry_after)
+        return response

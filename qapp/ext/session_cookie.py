@@ -1,0 +1,144 @@
+"""The session cookie: a signed random id in, a signed random id out, nothing else.
+
+Quart's session interface, for :class:`~qapp.ext.sessions.ServerSession`:
+opening a session only checks the cookie's signature; saving it writes a
+changed dict through the session's own :meth:`~qapp.ext.sessions.ServerSession.save`
+and sets (or drops) the cookie. All store I/O happens in the request, where
+store errors become JSON answers; the ids are signed with itsdangerous
+(HMAC-SHA256 of the app's secret key, as Quart signs its own cookies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from quart import Quart, Response
+from quart.sessions import SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from qapp.ext import ratelimit
+from qapp.ext.errors import turn_into_503, turn_into_error
+from qapp.ext.sessions import ID_PATTERN, PRIVATE, SALT, ServerSession, current
+from qapp.state import StoreError, StoreUnavailable
+
+__all__ = ["StoreSessionInterface", "install"]
+
+log = logging.getLogger(__name__)
+
+
+class StoreSessionInterface(SessionInterface):
+    """Quart's session hooks for :class:`ServerSession`: they only sign and read cookies.
+
+    All store I/O happens in the hook and the session's methods, inside the
+    request, where store errors become JSON answers.
+    """
+
+    def serializer(self, app: Quart) -> URLSafeSerializer:
+        """The signer of session ids: HMAC-SHA256 keyed by the app's secret key."""
+        keys: list[str | bytes] = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
+        # itsdangerous signs with the last key and accepts all of them.
+        keys.append(app.secret_key)  # type: ignore[arg-type]
+        return URLSafeSerializer(
+            keys,  # type: ignore[arg-type]
+            salt=SALT,
+            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+        )
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
+        # Most API clients send no cookies at all: then there is nothing to
+        # parse or verify (werkzeug would parse an empty Cookie header).
+        for key, _ in request.scope["headers"]:
+            if key.lower() == b"cookie":
+                break
+        else:
+            return ServerSession()
+        cookies, name = request.cookies, self.get_cookie_name(app)
+        # Not cookies.get(name): werkzeug's get raises and catches a KeyError
+        # when the cookie is missing, on every request of a client without one.
+        cookie = cookies[name] if name in cookies else None  # noqa: SIM401
+        candidate = None
+        if cookie:
+            try:
+                value = self.serializer(app).loads(cookie)
+            except BadSignature:
+                value = None
+            if isinstance(value, str) and ID_PATTERN.fullmatch(value):
+                candidate = value
+        return ServerSession(candidate)
+
+    async def save_session(
+        self,
+        app: Quart,
+        session: SessionMixin,
+        response: Response | WerkzeugResponse | None,
+    ) -> None:
+        if response is None or not isinstance(session, ServerSession):
+            return
+        if session.accessed or session.modified or session.issue_cookie or session.drop_cookie:
+            # The answer depends on who asked: no shared cache may keep or reuse it.
+            response.vary.add("Cookie")
+            response.headers["Cache-Control"] = PRIVATE
+        if session.modified:
+            # A route changed the dict without calling save(); save it now.
+            try:
+                await session.save()
+            except StoreError as exc:
+                log.warning("session not saved: %s", exc)
+                turn_into_503(response, "the session could not be saved")  # type: ignore[arg-type]
+                return
+            except ratelimit.RateLimited as exc:
+                # A new session over this client's quota: nothing was written.
+                turn_into_error(
+                    response,  # type: ignore[arg-type]
+                    429,
+                    "too_many_requests",
+                    exc.description or "",
+                    exc.verdict.retry_after,
+                )
+                return
+        options: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+            "partitioned": self.get_cookie_partitioned(app),
+        }
+        name = self.get_cookie_name(app)
+        if session.issue_cookie and session.sid is not None:
+            value = self.serializer(app).dumps(session.sid)
+            expires = self.get_expiration_time(app, session)
+            response.set_cookie(name, value, expires=expires, **options)
+        elif session.drop_cookie:
+            response.delete_cookie(name, **options)
+
+
+def install(app: Quart) -> None:
+    """Keep ``app``'s sessions in its session store; cookies HttpOnly and SameSite=Lax.
+
+    Quart's ``SESSION_COOKIE_*`` keys apply; ``SESSION_COOKIE_SECURE`` marks
+    the cookie Secure for HTTPS.
+    """
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    app.session_interface = StoreSessionInterface()  # type: ignore[assignment]
+
+    @app.before_request
+    async def load_session() -> None:
+        # Only a cookie with a good signature costs a store read.
+        session = current()
+        if session.candidate is None:
+            # Nothing offered, nothing to read: what load() would conclude.
+            session.loaded = True
+            return
+        try:
+            await session.load()
+        except StoreUnavailable:
+            # Not every route needs the session: a page or a health check
+            # still answers. A route that does need it loads it again, which
+            # retries the store and answers 503 if it is still down.
+            log.debug("session store unavailable; session not loaded")
