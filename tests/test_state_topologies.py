@@ -1,0 +1,127 @@
+"""The conformance suite (tests/test_state.py) and fencing, on Redis Sentinel and Redis Cluster.
+
+The classes are those of tests/test_state.py and tests/test_fencing.py;
+only the ``store_url`` they get differs: a master with two replicas behind
+three sentinels, and a cluster of three masters with a replica each, each
+started once for this module. Plus what is particular to these two: URLs,
+hash tags on Cluster, durable writes, and a fenced holder paused past its
+lease on Cluster.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from qapp.backends.redis_cluster import ClusterStore
+from qapp.backends.redis_sentinel import SentinelStore
+from qapp.backends.redis_urls import Durability
+from qapp.state import ConfigurationError, StoreUnavailable, open_store, store_from_url
+from qapp.testing.topologies import RedisCluster, RedisSentinel
+from tests.test_fencing import ROUNDS, TestFencing, paused_holder_rounds
+from tests.test_state import (
+    TestAdd,
+    TestDelete,
+    TestIncr,
+    TestLock,
+    TestTTL,
+    TestValues,
+    test_namespaces_do_not_collide,
+)
+from tests.topology_fixtures import cluster_url, redis_cluster, redis_sentinel, sentinel_url
+
+__all__ = [
+    "TestAdd",
+    "TestDelete",
+    "TestFencing",
+    "TestIncr",
+    "TestLock",
+    "TestTTL",
+    "TestValues",
+    "cluster_url",
+    "redis_cluster",
+    "redis_sentinel",
+    "sentinel_url",
+    "test_namespaces_do_not_collide",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sentinel", "cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the Sentinel store, then of the Cluster store."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def test_urls_are_read_at_startup() -> None:
+    """Sentinel and Cluster URLs name their hosts, service and options; bad ones fail at once."""
+    store = store_from_url("rediss+sentinel://:pw@h1,h2:26380/svc/2?durable=1&socket_timeout=1")
+    assert isinstance(store, SentinelStore)
+    assert store.topology.hosts == [("h1", 26379), ("h2", 26380)]
+    assert (store.service, store.db, store.topology.password) == ("svc", 2, "pw")
+    assert store.topology.credentials()["ssl"] is True
+    assert store.durability == Durability(1, 0.5)
+    cluster = store_from_url("redis+cluster://a:7000,[::1]:7001?wait_replicas=2&wait_timeout=2")
+    assert isinstance(cluster, ClusterStore)
+    assert cluster.topology.hosts == [("a", 7000), ("::1", 7001)]
+    assert cluster.durability == Durability(2, 2.0)
+    for bad in (
+        "redis+sentinel://h1:26379",
+        "redis+sentinel://h1:26379/svc/notadb",
+        "redis+cluster://a:7000/0",
+        "redis+cluster://a:port",
+        "redis+cluster://a:7000?colour=red",
+        "redis://h/0?wait_timeout=1",
+        "redis://h/0?wait_replicas=0",
+    ):
+        with pytest.raises(ConfigurationError):
+            store_from_url(bad)
+
+
+async def test_cluster_keys_carry_their_hash_tag(redis_cluster: RedisCluster) -> None:
+    """Each key, lock and fence is stored in braces, and a fenced write across slots is refused."""
+    async with await open_store(redis_cluster.url) as store:
+        await store.set("k", 1)
+        async with store.lock("{order:7}") as lease:
+            await store.set_fenced("{order:7}:total", 5, lease)
+            with pytest.raises(ValueError, match="hash tag"):
+                await store.set_fenced("elsewhere", 5, lease)
+        master = redis_cluster.master_of("qapp:k:{k}")
+        with redis.Redis(port=master.port, decode_responses=True) as admin:
+            assert admin.get("qapp:k:{k}") == "1"
+        assert await store.get("{order:7}:total") == 5
+    redis_cluster.flushall()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_durable_writes_wait_for_a_replica(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """With wait_replicas=1 writes succeed while a replica confirms; asking for more replicas
+    than exist is a StoreUnavailable, never a silent success."""
+    url: str = request.getfixturevalue(f"{topology}_url")
+    async with await open_store(url + "?wait_replicas=1&wait_timeout=1") as store:
+        assert await store.incr("n") == 1
+        await store.set("k", "v")
+        assert await store.add("a", 1) is True
+        async with store.lock("l") as lease:
+            await lease.set("l", 1)
+    async with await open_store(url + "?wait_replicas=5&wait_timeout=0.05") as store:
+        with pytest.raises(StoreUnavailable, match="replica"):
+            await store.incr("n")
+        assert await store.get("n") == 2  # it ran on the master; only its answer was withheld
+
+
+async def test_holder_paused_past_its_lease_never_overwrites_on_cluster(cluster_url: str) -> None:
+    """200 times on Cluster: a SIGSTOPped holder resumed after a newer holder wrote is refused."""
+    accepted, survived = await paused_holder_rounds(cluster_url)
+    assert (accepted, survived) == (0, ROUNDS)
+
+
+async def test_unknown_sentinel_service_is_unavailable(redis_sentinel: RedisSentinel) -> None:
+    """A service no sentinel watches is a StoreUnavailable at connect, not a hang."""
+    hosts = redis_sentinel.url.split("//")[1].split("/")[0]
+    with pytest.raises(StoreUnavailable):
+        await open_store(f"redis+sentinel://{hosts}/nosuchservice")
