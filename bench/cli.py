@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.report import RESULTS, write
 from bench.routes import ROUTES
-from bench.runner import Settings, StoreName, run, say
+from bench.runner import QappServer, Settings, StoreName, run, say
 from bench.targets import evaluate
 from bench.wrk import BenchError, wrk_binary
 from qapp.testing import ServerError
@@ -29,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
     defaults = Settings()
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark qapp's routes against its own ceiling and a Flask + gunicorn "
-        "peer, in one run, with wrk. Starts and stops its own servers on free loopback ports.",
+        description="Benchmark qapp's routes on hypercorn and granian against the store "
+        "ceilings, a Flask + gunicorn peer, a FastAPI + uvicorn peer and a bare-ASGI "
+        "ceiling, in one run, with wrk. Starts and stops its own servers on free loopback ports.",
     )
     p.add_argument(
         "-d",
@@ -98,7 +99,22 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.repeat,
         help="rounds over every route; each cell reports its median (default %(default)s)",
     )
-    p.add_argument("--no-peer", action="store_true", help="skip the Flask + gunicorn peer")
+    p.add_argument(
+        "--servers",
+        type=_names,
+        default=defaults.servers,
+        help="HTTP servers for qapp: hypercorn,granian (default both)",
+    )
+    p.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the peers (Flask, FastAPI) and the bare-ASGI ceiling",
+    )
+    p.add_argument(
+        "--no-metrics-cost",
+        action="store_true",
+        help="skip the fast path's atomic route with /metrics on",
+    )
     p.add_argument("--no-ceilings", action="store_true", help="skip the store ceilings")
     p.add_argument("--no-chart", action="store_true", help="write JSON and Markdown only")
     p.add_argument(
@@ -116,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stores: tuple[StoreName, ...] = tuple(
         "sqlite" if s == "sqlite" else "redis" for s in args.stores
     )
+    odd = [s for s in args.servers if s not in ("hypercorn", "granian")]
+    if odd or not args.servers:
+        parser().error(f"unknown servers {odd}; known: hypercorn, granian")
+    servers: tuple[QappServer, ...] = tuple(
+        "granian" if s == "granian" else "hypercorn" for s in args.servers
+    )
     settings = Settings(
         workers=args.workers,
         stores=stores,
@@ -125,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration=args.duration,
         warmup=args.warmup,
         threads=args.threads,
+        servers=servers,
         peer=not args.no_peer,
+        metrics_cost=not args.no_metrics_cost,
         peer_threads=args.peer_threads,
         ceilings=not args.no_ceilings,
         repeat=max(1, args.repeat),

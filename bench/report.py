@@ -24,7 +24,39 @@ from qapp.testing import redis_server_binary
 
 #: Default output directory, inside the ``bench`` package.
 RESULTS = Path(__file__).with_name("results")
-PACKAGES = ("quart", "hypercorn", "aiosqlite", "redis", "flask", "gunicorn")
+PACKAGES = (
+    "quart",
+    "hypercorn",
+    "granian",
+    "aiosqlite",
+    "redis",
+    "prometheus-client",
+    "flask",
+    "gunicorn",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+)
+
+#: How each server is named in the table and the chart.
+DISPLAY = {
+    "qapp": "qapp · hypercorn",
+    "qapp-granian": "qapp · granian",
+    "qapp-granian-metrics": "qapp · granian, /metrics on",
+    "peer": "Flask + gunicorn",
+    "fastapi": "FastAPI + uvicorn",
+    "ceiling": "bare ASGI · granian",
+}
+
+#: The ratio table's columns: ``(numerator, denominator, heading)``.
+RATIOS = (
+    ("qapp", "peer", "hypercorn ÷ Flask"),
+    ("qapp", "fastapi", "hypercorn ÷ FastAPI"),
+    ("qapp-granian", "peer", "granian ÷ Flask"),
+    ("qapp-granian", "fastapi", "granian ÷ FastAPI"),
+    ("qapp-granian", "ceiling", "granian ÷ ceiling"),
+)
 
 
 def _cpu() -> str:
@@ -87,6 +119,13 @@ def _measurement(m: Measurement) -> dict[str, Any]:
         row["socket_errors_all_rounds"] = (
             m.failed - row["non_2xx"] - row["warmup_failed_all_rounds"]
         )
+        refresh = m.refresh
+        if refresh is not None:
+            # A cached value under load: how often it was computed, against its work.
+            row["refresh"] = {
+                **dataclasses.asdict(refresh),
+                "computations_per_expiry": refresh.per_expiry,
+            }
     return row
 
 
@@ -108,6 +147,64 @@ def _cell(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _ratio_table(rows: list[dict[str, Any]]) -> list[str]:
+    """qapp on each server against the peers and the ceiling, on their shared routes."""
+    cell = {
+        (m["server"], m["workers"], m["route"], m["connections"]): m
+        for m in rows
+        if m["available"] and m["store"] == "redis"
+    }
+
+    def rps(server: str, key: tuple[int, str, int]) -> float | None:
+        m = cell.get((server, *key))
+        return None if m is None else float(m["rps"])
+
+    keys = sorted({(w, r, c) for (s, w, r, c) in cell if s in ("peer", "fastapi", "ceiling")})
+    if not keys:
+        return []
+    servers = ("qapp", "qapp-granian", "peer", "fastapi", "ceiling")
+    lines = [
+        "",
+        "qapp against the peers and the ceiling (Redis, req/s of the same run, and their "
+        "ratios; p99 in ms):",
+        "",
+        "| workers | route | conns | "
+        + " | ".join(DISPLAY[s] for s in servers)
+        + " | "
+        + " | ".join(heading for _, _, heading in RATIOS)
+        + " | p99 granian / FastAPI |",
+        "|---:|---|---:|" + "---:|" * (len(servers) + len(RATIOS) + 1),
+    ]
+    for key in keys:
+        workers, _, conns = key
+        label = next(m["label"] for (s, w, r, c), m in cell.items() if (w, r, c) == key)
+        counts = " | ".join(_cell(rps(s, key), ",.0f") for s in servers)
+        ratios = []
+        for top, bottom, _ in RATIOS:
+            a, b = rps(top, key), rps(bottom, key)
+            ratios.append(_cell(None if a is None or not b else a / b, ".2f"))
+        ours, peer = cell.get(("qapp-granian", *key)), cell.get(("fastapi", *key))
+        p99 = (
+            "n/a"
+            if ours is None or peer is None
+            else f"{ours['p99_ms']:.0f} / {peer['p99_ms']:.0f}"
+        )
+        lines.append(
+            f"| {workers} | `{label}` | {conns} | {counts} | {' | '.join(ratios)} | {p99} |"
+        )
+    metered = [
+        (key, rps("qapp-granian-metrics", key), rps("qapp-granian", key))
+        for key in sorted({(w, r, c) for (s, w, r, c) in cell if s == "qapp-granian-metrics"})
+    ]
+    for (workers, _, conns), on, off in metered:
+        if on is not None and off:
+            lines.append(
+                f"\n/metrics on, {workers} worker(s), {conns} connections: atomic "
+                f"{on:,.0f} req/s against {off:,.0f} off ({on / off:.2f}×)."
+            )
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The run as Markdown: settings, a table of routes, ceilings and targets."""
     s, mach = data["settings"], data["machine"]
@@ -117,16 +214,21 @@ def markdown(data: dict[str, Any]) -> str:
         f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
         f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
         "round, and the servers of one worker count run each route back to back. "
-        "qapp: `qapp serve` (hypercorn, the repository's hypercorn.toml, asyncio "
-        "workers, one listening socket each). Peer: Flask on gunicorn gthread, "
-        f"{s['peer_threads']} threads per worker, redis-py sync client.",
+        "qapp: `qapp serve` with the repository's hypercorn.toml (asyncio workers, one "
+        "listening socket each), on hypercorn and with `--server granian` (the fast path; "
+        "uvloop, HTTP/1.1), and once more on granian with `QAPP_METRICS=1`. Peers, "
+        "on the same Redis: Flask on gunicorn gthread, "
+        f"{s['peer_threads']} threads per worker, redis-py sync client; FastAPI on uvicorn "
+        "(uvloop, httptools), redis.asyncio; and the ceiling, a bare ASGI function on "
+        "granian with the fast path's settings, redis.asyncio. Each peer's pool is "
+        "bounded at 64 connections, as qapp's Redis store is.",
         "",
         "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
         "| server CPU ms/req | non-2xx |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in data["measurements"]:
-        name = "qapp" if m["server"] == "qapp" else "Flask peer"
+        name = DISPLAY.get(m["server"], m["server"])
         head = f"| {name} | {m['workers']} | {m['store']} | `{m['label']}` | {m['connections']} "
         if not m["available"]:
             lines.append(head + f"| unavailable: {m['unavailable']} | | | | |")
@@ -138,6 +240,25 @@ def markdown(data: dict[str, Any]) -> str:
             head + f"| {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} "
             f"| {_cell(m['cpu_ms_per_request'], '.3f')} | {failed} |"
         )
+    refreshing = [m for m in data["measurements"] if m["available"] and "refresh" in m]
+    if refreshing:
+        lines += [
+            "",
+            "A `cached` value under steady load across its expiries (same runs): latency "
+            "against the work of one computation, and computations per expiry (ttl):",
+            "",
+            "| workers | store | route | conns | p50 ms | p99 ms | work ms | ttl s "
+            "| computations | per expiry |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in refreshing:
+            f = m["refresh"]
+            lines.append(
+                f"| {m['workers']} | {m['store']} | `{m['label']}` | {m['connections']} "
+                f"| {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {f['work'] * 1000:.0f} "
+                f"| {f['ttl']:g} | {f['computations']} | {f['computations_per_expiry']:.2f} |"
+            )
+    lines += _ratio_table(data["measurements"])
     if data["ceilings"]:
         lines += ["", "Store ceilings (same run, same Redis):", ""]
         lines += ["| store | ops/s | how |", "|---|---:|---|"]
@@ -167,9 +288,14 @@ def chart(data: dict[str, Any], path: Path) -> None:
     rows = data["measurements"]
     workers = sorted({m["workers"] for m in rows})
     series = [
-        ("qapp", "sqlite", "qapp · SQLite", "#4c72b0"),
-        ("qapp", "redis", "qapp · Redis", "#dd8452"),
+        ("qapp", "sqlite", "qapp · hypercorn · SQLite", "#4c72b0"),
+        ("qapp", "redis", "qapp · hypercorn · Redis", "#dd8452"),
+        ("qapp-granian", "sqlite", "qapp · granian · SQLite", "#55a868"),
+        ("qapp-granian", "redis", "qapp · granian · Redis", "#c44e52"),
+        ("qapp-granian-metrics", "redis", "qapp · granian · Redis, /metrics on", "#e39ba0"),
         ("peer", "redis", "Flask + gunicorn · Redis", "#8c8c8c"),
+        ("fastapi", "redis", "FastAPI + uvicorn · Redis", "#8172b3"),
+        ("ceiling", "redis", "bare ASGI · granian · Redis", "#222222"),
     ]
     cases: list[tuple[str, int]] = []
     for m in rows:
@@ -177,7 +303,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
             cases.append((m["label"], m["connections"]))
     cell = {(m["server"], m["store"], m["workers"], m["label"], m["connections"]): m for m in rows}
     fig, axes = plt.subplots(
-        len(workers), 1, figsize=(max(8.0, 1.5 * len(cases)), 3.8 * len(workers)), squeeze=False
+        len(workers), 1, figsize=(max(10.0, 2.2 * len(cases)), 4.2 * len(workers)), squeeze=False
     )
     width = 0.8 / len(series)
     for ax, w in zip(axes[:, 0], workers, strict=True):
@@ -202,9 +328,9 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("requests / s")
         ax.set_title(f"{w} worker{'s' if w > 1 else ''}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=7, loc="upper right", ncols=2)
     fig.suptitle(
-        f"qapp vs Flask peer, {data['machine']['cores']} cores, "
+        f"qapp vs peers, {data['machine']['cores']} cores, "
         f"wrk {data['settings']['duration']:g} s per bar, median of "
         f"{data['settings']['repeat']} round(s) ({data['started']})",
         fontsize=10,

@@ -33,6 +33,9 @@ class Route:
     needs_session: bool = False
     #: Write the cache key before reading it under load.
     needs_cache_value: bool = False
+    #: A ``cached`` value under load across its expiries: its computations are
+    #: read before and after each run (see :func:`refresh_state`).
+    counts_refreshes: bool = False
 
     @property
     def label(self) -> str:
@@ -59,6 +62,29 @@ ROUTES: dict[str, Route] = {
             f"/cache/{CACHE_KEY}",
             "shared cache read",
             needs_cache_value=True,
+        ),
+        # One `cached` value (0.25 s of work, fresh for 2 s) loaded across its
+        # expiries, three ways: see qapp/service/lab.py.
+        Route(
+            "cached-expire",
+            "GET",
+            "/lab/refresh/expire",
+            "cached, no stale: callers wait at each expiry",
+            counts_refreshes=True,
+        ),
+        Route(
+            "cached-stale",
+            "GET",
+            "/lab/refresh/stale",
+            "cached with stale: refreshed in the background",
+            counts_refreshes=True,
+        ),
+        Route(
+            "cached-early",
+            "GET",
+            "/lab/refresh/early",
+            "cached, XFetch: refreshed before expiry",
+            counts_refreshes=True,
         ),
     ]
 }
@@ -122,3 +148,22 @@ def _snippet(raw: bytes) -> str:
     except (ValueError, KeyError, TypeError):
         pass
     return raw.decode("utf-8", errors="replace").strip().replace("\n", " ")[:80]
+
+
+@dataclass(frozen=True)
+class RefreshState:
+    """A ``cached`` route's value at one moment: which computation, and its timings."""
+
+    computation: int
+    #: Seconds the value stays fresh, and seconds its computation takes.
+    ttl: float
+    work: float
+
+
+def refresh_state(base_url: str, route: Route) -> RefreshState:
+    """Ask a ``counts_refreshes`` route which computation its value is now."""
+    status, _, raw = _request(base_url + route.path, route.method)
+    if not 200 <= status < 300:
+        raise ValueError(f"{route.label} answered {status} ({_snippet(raw)})")
+    body = json.loads(raw)
+    return RefreshState(int(body["computation"]), float(body["ttl"]), float(body["work"]))

@@ -1,8 +1,12 @@
 """Run the whole benchmark: start every server, drive every route, stop everything.
 
 For each worker count, every server is started at once and left up:
-qapp under hypercorn (the repository's ``hypercorn.toml``) on SQLite and on
-Redis, and the Flask peer under gunicorn (gthread) on the same Redis. Idle
+qapp under hypercorn and under granian (``qapp serve`` with the repository's
+``hypercorn.toml``, ``--server granian`` for the fast path) on SQLite and on
+Redis, the fast path once more with ``/metrics`` on (what counting costs),
+and on the same Redis the peers: Flask under gunicorn (gthread), FastAPI
+under uvicorn, and a bare ASGI function under granian, the ceiling of any
+framework on that server. Idle
 servers cost next to nothing, and this lets each route be driven on every
 server back to back, so that the ratios compare runs seconds apart. On a
 shared machine whose load drifts, that matters more than anything else.
@@ -30,12 +34,24 @@ from typing import Literal, TypeAlias
 
 from bench import ceilings
 from bench.cpu import tree_cpu_seconds
-from bench.routes import PEER_ROUTES, ROUTES, Route, prepare
+from bench.routes import PEER_ROUTES, ROUTES, Route, prepare, refresh_state
 from bench.wrk import BenchError, Load, WrkResult, run_wrk
 from qapp.testing import HypercornServer, RedisServer
 
 StoreName: TypeAlias = Literal["sqlite", "redis"]
-ServerName: TypeAlias = Literal["qapp", "peer"]
+#: qapp on hypercorn, on granian, on granian with /metrics on; the Flask peer,
+#: the FastAPI peer, and the bare-ASGI ceiling on granian.
+ServerName: TypeAlias = Literal[
+    "qapp", "qapp-granian", "qapp-granian-metrics", "peer", "fastapi", "ceiling"
+]
+#: The HTTP servers qapp runs on (``qapp serve --server``).
+QappServer: TypeAlias = Literal["hypercorn", "granian"]
+#: qapp's name in the results on each HTTP server.
+QAPP_SERVERS: dict[QappServer, ServerName] = {"hypercorn": "qapp", "granian": "qapp-granian"}
+#: The fast path with /metrics on: measured on the atomic route only.
+METERED: ServerName = "qapp-granian-metrics"
+#: Servers that are not qapp: they serve PEER_ROUTES only.
+PEERS: tuple[ServerName, ...] = ("peer", "fastapi", "ceiling")
 
 #: Routes loaded at the high connection count too.
 HIGH_ROUTES = ("health", "atomic")
@@ -54,7 +70,12 @@ class Settings:
     duration: float = 5.0
     warmup: float = 1.0
     threads: int = 2
+    #: The HTTP servers qapp is measured on.
+    servers: tuple[QappServer, ...] = ("hypercorn", "granian")
+    #: The peers (Flask, FastAPI) and the bare-ASGI ceiling.
     peer: bool = True
+    #: The fast path's atomic route once more with /metrics on.
+    metrics_cost: bool = True
     peer_threads: int = 8
     ceilings: bool = True
     #: Rounds over every route and server; each cell reports its median run.
@@ -62,6 +83,24 @@ class Settings:
 
     def load(self, connections: int) -> Load:
         return Load(connections, self.duration, self.warmup, self.threads)
+
+
+@dataclass(frozen=True)
+class Refreshes:
+    """How often a ``cached`` route computed its value during one run, and against what."""
+
+    computations: int
+    #: Seconds between the reads before and after the run (warm-up included).
+    seconds: float
+    #: Seconds the value stays fresh, and seconds one computation takes.
+    ttl: float
+    work: float
+
+    @property
+    def per_expiry(self) -> float:
+        """Computations per ``ttl`` of the run: 1 means one per expiry."""
+        expiries = self.seconds / self.ttl
+        return round(self.computations / expiries, 2) if expiries > 0 else 0.0
 
 
 @dataclass
@@ -78,6 +117,8 @@ class Measurement:
     runs: list[WrkResult] = field(default_factory=list)
     #: Why the route could not be measured (not built yet, say).
     unavailable: str | None = None
+    #: For a ``counts_refreshes`` route: every round's computations, in order.
+    refreshes: list[Refreshes] = field(default_factory=list)
 
     @property
     def result(self) -> WrkResult | None:
@@ -86,6 +127,14 @@ class Measurement:
             return None
         ranked = sorted(self.runs, key=lambda r: r.rps)
         return ranked[(len(ranked) - 1) // 2]
+
+    @property
+    def refresh(self) -> Refreshes | None:
+        """The computations of the median run (:attr:`result`), for a refreshing route."""
+        result = self.result
+        if result is None or len(self.refreshes) != len(self.runs):
+            return None
+        return self.refreshes[self.runs.index(result)]
 
     @property
     def failed(self) -> int:
@@ -133,15 +182,19 @@ def say(message: str) -> None:
 
 def describe(m: Measurement) -> str:
     """One line of progress for a measurement."""
-    where = f"{m.server:<4} w={m.workers} {m.store:<6} c={m.connections:<5} {m.label:<26}"
+    where = f"{m.server:<12} w={m.workers} {m.store:<6} c={m.connections:<5} {m.label:<26}"
     if m.unavailable is not None:
         return f"{where} unavailable: {m.unavailable}"
     r = m.runs[-1]
-    return (
+    line = (
         f"{where} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
         f"  cpu/req {r.cpu_ms_per_request or 0:.3f} ms"
         f"  non-2xx {r.non_2xx}  socket errors {sum(r.socket_errors.values())}"
     )
+    if m.refreshes:
+        f = m.refreshes[-1]
+        line += f"  work {f.work * 1000:.0f} ms  computations/expiry {f.per_expiry:.2f}"
+    return line
 
 
 @contextlib.contextmanager
@@ -184,17 +237,31 @@ def _targets(
     folder: Path,
 ) -> list[_Target]:
     targets = []
-    for store in settings.stores:
-        env = {"QAPP_STORE_URL": urls[store], "QAPP_INSTANCE_PATH": str(folder / "instance")}
-        url, pid = _start(stack, HypercornServer(workers=workers, env=env))
-        targets.append(_Target("qapp", store, url, pid))
+    for kind in settings.servers:
+        for store in settings.stores:
+            env = {"QAPP_STORE_URL": urls[store], "QAPP_INSTANCE_PATH": str(folder / "instance")}
+            server = HypercornServer(workers=workers, env=env, server=kind)
+            targets.append(_Target(QAPP_SERVERS[kind], store, *_start(stack, server)))
+    metered = "granian" in settings.servers and "redis" in settings.stores
+    if settings.metrics_cost and metered and "atomic" in settings.routes:
+        env = {
+            "QAPP_STORE_URL": urls["redis"],
+            "QAPP_INSTANCE_PATH": str(folder / "instance"),
+            "QAPP_METRICS": "1",
+        }
+        server = HypercornServer(workers=workers, env=env, server="granian")
+        targets.append(_Target(METERED, "redis", *_start(stack, server)))
     if settings.peer and set(settings.routes) & set(PEER_ROUTES):
-        from bench.peers.server import GunicornServer
+        from bench.peers.server import CeilingServer, GunicornServer, UvicornServer
 
         peer = GunicornServer(
             redis_url=urls["redis"], workers=workers, threads=settings.peer_threads
         )
         targets.append(_Target("peer", "redis", *_start(stack, peer)))
+        fastapi = UvicornServer(redis_url=urls["redis"], workers=workers)
+        targets.append(_Target("fastapi", "redis", *_start(stack, fastapi)))
+        ceiling = CeilingServer(redis_url=urls["redis"], workers=workers)
+        targets.append(_Target("ceiling", "redis", *_start(stack, ceiling)))
     return targets
 
 
@@ -218,7 +285,9 @@ def _round(
     settings = result.settings
     for route, connections in _cases(settings, routes):
         for target in targets:
-            if target.server == "peer" and route.name not in PEER_ROUTES:
+            if target.server in PEERS and route.name not in PEER_ROUTES:
+                continue
+            if target.server == METERED and route.name != "atomic":
                 continue
             key = (target.server, target.store, route.name, connections)
             m = cells.get(key)
@@ -234,6 +303,8 @@ def _round(
             headers, m.unavailable = target.ready[route.name]
             if m.unavailable is None:
                 load = settings.load(connections)
+                before = refresh_state(target.url, route) if route.counts_refreshes else None
+                began = time.monotonic()
                 m.runs.append(
                     run_wrk(
                         target.url + route.path,
@@ -243,6 +314,16 @@ def _round(
                         cpu_seconds=functools.partial(tree_cpu_seconds, target.pid),
                     )
                 )
+                if before is not None:
+                    after = refresh_state(target.url, route)
+                    m.refreshes.append(
+                        Refreshes(
+                            after.computation - before.computation,
+                            round(time.monotonic() - began, 3),
+                            after.ttl,
+                            after.work,
+                        )
+                    )
             report(m)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.runner import Measurement, Run
+from bench.runner import METERED, QAPP_SERVERS, Measurement, Run, ServerName
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,77 @@ def _missing(*pairs: tuple[str, Measurement | None]) -> str:
     return "; ".join(gone)
 
 
+def _p99(m: Measurement | None) -> float | None:
+    return None if m is None or m.result is None else m.result.p99_ms
+
+
+#: How each server is named in a target.
+NAMES: dict[ServerName, str] = {
+    "qapp": "qapp on hypercorn",
+    "qapp-granian": "qapp on granian",
+    "qapp-granian-metrics": "qapp on granian with /metrics",
+    "peer": "Flask peer",
+    "fastapi": "FastAPI peer",
+    "ceiling": "bare-ASGI ceiling",
+}
+
+#: ``(ours, theirs, goal)``: qapp's atomic req/s against another server's, at
+#: both connection counts. The fast path against the async peer and against
+#: what granian serves with no framework at all; /metrics against none.
+VERSUS: tuple[tuple[ServerName, ServerName, float], ...] = (
+    ("qapp-granian", "fastapi", 1.2),
+    ("qapp-granian", "ceiling", 0.6),
+    (METERED, "qapp-granian", 0.95),
+)
+
+
+def _versus(run: Run, workers: int, connections: int) -> list[Target]:
+    """The ratio targets of :data:`VERSUS`, and the fast path's p99 against the async peer's."""
+    out = []
+    setting = f"{workers} worker(s), redis, {connections} connections"
+    for ours_name, theirs_name, goal in VERSUS:
+        ours = run.find(ours_name, workers, "redis", "atomic", connections)
+        theirs = run.find(theirs_name, workers, "redis", "atomic", connections)
+        if ours is None and theirs is None:
+            continue
+        ratio = _ratio(_rps(ours), _rps(theirs))
+        out.append(
+            Target(
+                f"{NAMES[ours_name]} atomic ≥ {goal:g} × {NAMES[theirs_name]} atomic",
+                setting,
+                ratio,
+                f"≥ {goal:g}",
+                None if ratio is None else ratio >= goal,
+                _missing((ours_name, ours), (theirs_name, theirs)),
+            )
+        )
+    ours = run.find("qapp-granian", workers, "redis", "atomic", connections)
+    peer = run.find("fastapi", workers, "redis", "atomic", connections)
+    if connections == run.settings.high_connections and (ours or peer):
+        p99 = _ratio(_p99(ours), _p99(peer))
+        out.append(
+            Target(
+                "qapp on granian atomic p99 ≤ FastAPI peer atomic p99",
+                setting,
+                p99,
+                "≤ 1",
+                None if p99 is None else p99 <= 1.0,
+                _missing(("qapp-granian", ours), ("fastapi", peer)),
+            )
+        )
+    return out
+
+
 def evaluate(run: Run) -> list[Target]:
     """Check every target against ``run``'s own measurements."""
     s = run.settings
     out: list[Target] = []
     for workers in s.workers:
-        for store in s.stores:
-            setting = f"{workers} worker(s), {store}, {s.connections} connections"
-            health = run.find("qapp", workers, store, "health", s.connections)
-            atomic = run.find("qapp", workers, store, "atomic", s.connections)
+        for store, kind in ((store, kind) for kind in s.servers for store in s.stores):
+            name = QAPP_SERVERS[kind]
+            setting = f"{workers} worker(s), {kind}, {store}, {s.connections} connections"
+            health = run.find(name, workers, store, "health", s.connections)
+            atomic = run.find(name, workers, store, "atomic", s.connections)
             ratio = _ratio(_rps(atomic), _rps(health))
             out.append(
                 Target(
@@ -85,7 +147,7 @@ def evaluate(run: Run) -> list[Target]:
             ratio = _ratio(_rps(ours), _rps(peer))
             out.append(
                 Target(
-                    f"qapp atomic ≥ {goal:g} × Flask peer atomic",
+                    f"qapp on hypercorn atomic ≥ {goal:g} × Flask peer atomic",
                     f"{workers} worker(s), redis, {connections} connections",
                     ratio,
                     f"≥ {goal:g}",
@@ -93,7 +155,10 @@ def evaluate(run: Run) -> list[Target]:
                     _missing(("qapp atomic", ours), ("peer atomic", peer)),
                 )
             )
-    qapp = [m for m in run.measurements if m.server == "qapp" and m.runs]
+        for connections in (s.connections, s.high_connections):
+            if connections and "redis" in s.stores:
+                out += _versus(run, workers, connections)
+    qapp = [m for m in run.measurements if m.server.startswith("qapp") and m.runs]
     failed = [m for m in qapp if m.failed]
     out.append(
         Target(

@@ -12,13 +12,16 @@ A store is chosen by URL and keeps the same promises on every backend, each
 in its own module under :mod:`qapp.backends`, imported only when its URL is
 used (so ``memory://`` never imports a driver):
 
-============  =============================  ======================================
-URL           backend                        who shares the data
-============  =============================  ======================================
-memory://     ``qapp.backends.memory``       the coroutines of this process only
-sqlite:///p   ``qapp.backends.sqlite``       every worker process on this host
-redis://h/0   ``qapp.backends.redis``        every worker on every host
-============  =============================  ======================================
+=================  ================================  ======================================
+URL                backend                           who shares the data
+=================  ================================  ======================================
+memory://          ``qapp.backends.memory``          the coroutines of this process only
+sqlite:///p        ``qapp.backends.sqlite``          every worker process on this host
+redis://h/0        ``qapp.backends.redis``           every worker on every host
+redis+sentinel://  ``qapp.backends.redis_sentinel``  every host; Sentinel fails over
+redis+cluster://   ``qapp.backends.redis_cluster``   every host; keys sharded over masters
+postgresql://      ``qapp.backends.postgres``        every worker on every host
+=================  ================================  ======================================
 
 A new backend is one module with a :class:`Store` subclass and one line in
 :data:`BACKENDS`.
@@ -26,7 +29,17 @@ A new backend is one module with a :class:`Store` subclass and one line in
 Values are JSON and nothing is ever pickled. ``ttl`` is a number of seconds
 (fractions allowed) everywhere, and an expired key is never returned.
 ``incr`` and ``add`` are atomic for everyone sharing the store, and ``lock``
-gives mutual exclusion to the same set of sharers.
+gives mutual exclusion to the same set of sharers; ``lease`` is the same lock
+with a handle to renew its lease while long work runs. ``notify`` wakes the
+sharers that ``listen`` for a name, so that a waiter need not poll.
+
+Every lock a holder takes comes with a *fencing token*, strictly increasing
+per lock name, and :meth:`Store.set_fenced` (or ``lease.set``) writes only
+while no newer token has been issued: a holder that was paused past its
+lease (a GC pause, SIGSTOP) cannot overwrite what the next holder wrote::
+
+    async with store.lock("report", timeout=5) as lease:
+        await lease.set("report", build())    # StaleLease if superseded
 
 Errors are the project's own; a driver's exception is kept as ``__cause__``::
 
@@ -35,6 +48,7 @@ Errors are the project's own; a driver's exception is kept as ``__cause__``::
     └── StoreError
         ├── StoreUnavailable    the backend cannot be reached now (HTTP 503)
         ├── LockTimeout         a lock was not acquired within its wait
+        ├── StaleLease          a fenced write of a holder that was superseded
         └── InvalidValue        not JSON, or ``incr`` on a non-integer
 
 A missing key is ``None``, never an exception.
@@ -43,28 +57,33 @@ A missing key is ``None``, never an exception.
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import importlib
 import json
 import logging
 import math
-import re
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
+
+from qapp.lease import Lease, Wakeup
 
 __all__ = [
     "BACKENDS",
     "ConfigurationError",
     "InvalidValue",
     "JSONValue",
+    "Lease",
     "LockTimeout",
-    "Namespace",
     "QappError",
     "Scope",
+    "StaleLease",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "Wakeup",
     "open_store",
     "redact",
     "store_from_url",
@@ -99,6 +118,14 @@ class StoreUnavailable(StoreError):
 
 class LockTimeout(StoreError):
     """A lock was not acquired within the time the caller was willing to wait."""
+
+
+class StaleLease(StoreError):
+    """A write fenced by a lock was refused: a newer holder of that lock has been issued a token.
+
+    The holder's lease ran out (it was paused, or too slow) and someone else
+    took the lock; what it meant to write would overwrite the newer holder's.
+    """
 
 
 class InvalidValue(StoreError, ValueError):
@@ -165,6 +192,8 @@ class Store(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # Name -> the events of this process's listeners (see listen()).
+        self._listeners: dict[str, set[asyncio.Event]] = {}
 
     @property
     def name(self) -> str:
@@ -230,8 +259,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
+    ) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Hold the lock ``name`` for everyone who shares this store.
+
+        ``async with store.lock(name) as lease`` gives the holder a
+        :class:`Lease` whose :attr:`~Lease.token` fences its writes (see
+        :meth:`set_fenced`); ``async with store.lock(name)`` alone works too.
 
         Args:
             name: the lock's name; locks and keys live in separate namespaces.
@@ -243,6 +276,86 @@ class Store(abc.ABC):
             LockTimeout: the lock was not acquired within ``wait`` seconds.
         """
 
+    def lease(
+        self, name: str, timeout: float = 5.0, *, wait: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Lease]:
+        """The lock ``name`` as :meth:`lock` takes it, with a :class:`Lease` to renew.
+
+        For work that may outlast ``timeout``: the holder calls
+        ``await lease.renew()`` now and then, and keeps the lock as long as it
+        lives, while a holder that dies still frees it within ``timeout``::
+
+            async with store.lease("report", timeout=10, wait=0) as held:
+                ...                   # every few seconds: await held.renew()
+
+        This default suits a lock without a lease (``memory://``); backends
+        whose locks have one (:class:`~qapp.backends.base.SharedStore`) renew it
+        in the store, by the holder's token.
+
+        Raises:
+            LockTimeout: the lock was not acquired within ``wait`` seconds.
+        """
+        return self._lease_of_lock(name, timeout, wait)
+
+    @contextlib.asynccontextmanager
+    async def _lease_of_lock(
+        self, name: str, lease: float, wait: float | None
+    ) -> AsyncIterator[Lease]:
+        async with self.lock(name, lease, wait=wait) as held:
+            yield held
+
+    async def set_fenced(
+        self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
+    ) -> None:
+        """:meth:`set`, done only if no newer token than ``lease``'s has been issued for its lock.
+
+        The check and the write are one atomic step in the store, so a holder
+        whose lease ran out while it was paused cannot overwrite what the
+        next holder wrote, however late it wakes up. ``lease.set(key, value)``
+        says the same. On Redis Cluster the key and the lock's name must
+        share a slot: name them ``{tag}…`` with one tag (see
+        :mod:`qapp.backends.redis_cluster`).
+
+        Raises:
+            StaleLease: a newer token has been issued for ``lease``'s lock.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot fence writes")
+
+    def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
+        """Listen for :meth:`notify` of ``name`` while inside the ``with`` block.
+
+        A notification carries nothing and is not kept: listen first, then
+        check the state you wait for, then wait, and a change made after the
+        check cannot be missed::
+
+            async with store.listen("report") as wakeup:
+                while await store.get("report") is None:
+                    await wakeup.wait(1.0)
+
+        By default a listener hears the notifications of its own process only
+        (every sharer of ``memory://``); Redis carries them to every worker of
+        every host. :attr:`Wakeup.pushes` says which, so that a waiter on a
+        store without them polls.
+        """
+        return self._listen_here(name)
+
+    @contextlib.asynccontextmanager
+    async def _listen_here(self, name: str) -> AsyncIterator[Wakeup]:
+        event = asyncio.Event()
+        listeners = self._listeners.setdefault(name, set())
+        listeners.add(event)
+        try:
+            yield Wakeup(event, lambda: self.scope == "process")
+        finally:
+            listeners.discard(event)
+            if not listeners and self._listeners.get(name) is listeners:
+                del self._listeners[name]
+
+    async def notify(self, name: str) -> None:
+        """Wake every listener of ``name`` (see :meth:`listen`); nothing is stored."""
+        for event in self._listeners.get(name, ()):
+            event.set()
+
     def namespace(self, name: str) -> Store:
         """A view of this store whose keys and locks live under ``name``.
 
@@ -253,68 +366,10 @@ class Store(abc.ABC):
         On ``memory://`` each top-level namespace is also bounded on its own,
         so a flood of one kind of entry never evicts another kind.
         """
+        # Imported here: the view is a Store, so its module imports this one.
+        from qapp.namespace import Namespace, check_namespace
+
         return Namespace(self, check_namespace(name))
-
-
-def check_namespace(name: str) -> str:
-    """Return ``name`` if it can name a namespace: letters, digits, ``_ . -``."""
-    if not isinstance(name, str) or not NAMESPACE_PATTERN.fullmatch(name):
-        raise ValueError(f"a namespace is 1 to 64 of A-Z a-z 0-9 _ . -, not {name!r}")
-    return name
-
-
-#: What a namespace's name may look like: no ``:``, which separates it from the key.
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class Namespace(Store):
-    """Keys and locks of ``store`` under one prefix: see :meth:`Store.namespace`."""
-
-    def __init__(self, store: Store, name: str) -> None:
-        super().__init__(store.url)
-        self.store = store
-        self.prefix = f"{name}:"
-        self.scheme = store.scheme
-        self.scope = store.scope
-
-    @property
-    def name(self) -> str:
-        return self.store.name
-
-    def namespace(self, name: str) -> Store:
-        return Namespace(self.store, self.prefix + check_namespace(name))
-
-    async def connect(self) -> None:
-        await self.store.connect()
-
-    async def close(self) -> None:
-        """Nothing: the store the view belongs to owns the connection."""
-
-    async def ping(self) -> None:
-        await self.store.ping()
-
-    async def get(self, key: str) -> JSONValue:
-        return await self.store.get(self.prefix + key)
-
-    async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
-        await self.store.set(self.prefix + key, value, ttl)
-
-    async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
-        return await self.store.add(self.prefix + key, value, ttl)
-
-    async def delete(self, key: str) -> bool:
-        return await self.store.delete(self.prefix + key)
-
-    async def expire(self, key: str, ttl: float | None) -> bool:
-        return await self.store.expire(self.prefix + key, ttl)
-
-    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        return await self.store.incr(self.prefix + key, delta, ttl=ttl)
-
-    def lock(
-        self, name: str, timeout: float = 5.0, *, wait: float | None = None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.store.lock(self.prefix + name, timeout, wait=wait)
 
 
 # --- choosing a backend by URL ---------------------------------------------
@@ -327,6 +382,10 @@ BACKENDS: dict[str, str] = {
     "redis": "qapp.backends.redis:RedisStore",
     "rediss": "qapp.backends.redis:RedisStore",
     "unix": "qapp.backends.redis:RedisStore",
+    "redis+sentinel": "qapp.backends.redis_sentinel:SentinelStore",
+    "rediss+sentinel": "qapp.backends.redis_sentinel:SentinelStore",
+    "redis+cluster": "qapp.backends.redis_cluster:ClusterStore",
+    "rediss+cluster": "qapp.backends.redis_cluster:ClusterStore",
     "postgresql": "qapp.backends.postgres:PostgresStore",
     "postgres": "qapp.backends.postgres:PostgresStore",
 }

@@ -56,6 +56,8 @@ def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hype
         "QAPP_INSTANCE_PATH": str(folder),
         # Hostile-input tests send thousands of requests from one address.
         **NO_LIMITS_ENV,
+        # The published ttl range (up to a year) is what schemathesis sends.
+        "QAPP_CACHE_MAX_TTL": str(365 * 24 * 3600),
     }
     with HypercornServer(workers=1, env=env) as running:
         yield running

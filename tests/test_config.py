@@ -29,12 +29,12 @@ def test_environment_then_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """QAPP_* variables set the config, and a mapping passed to create_app wins over them."""
     monkeypatch.setenv("QAPP_STORE_URL", "memory://")
     monkeypatch.setenv("QAPP_CACHE_STORE_URL", f"sqlite://{tmp_path / 'cache.db'}")
-    monkeypatch.setenv("QAPP_SECRET_KEY", "from-env")
-    app = create_app({"INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "from-mapping"})
+    monkeypatch.setenv("QAPP_SECRET_KEY", "from-env-" + "e" * 32)
+    app = create_app({"INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "from-mapping-" + "m" * 32})
     assert app.config["STORE_URL"] == "memory://"
     assert app.config["SESSION_STORE_URL"] == "memory://"
     assert app.config["CACHE_STORE_URL"] == f"sqlite://{tmp_path / 'cache.db'}"
-    assert app.config["SECRET_KEY"] == "from-mapping"
+    assert app.config["SECRET_KEY"] == "from-mapping-" + "m" * 32
 
 
 def test_roles_sharing_a_url_share_a_store(tmp_path: Path) -> None:

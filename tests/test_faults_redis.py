@@ -33,11 +33,12 @@ def check_503(answer: Answer) -> None:
     assert int(answer.headers["retry-after"]) >= 1
 
 
-async def test_redis_killed_under_http_load_then_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_kind", ["hypercorn", "granian"])
+async def test_redis_killed_under_http_load_then_back(tmp_path: Path, server_kind: str) -> None:
     """300 clients on 4 workers get only 200s and JSON 503s across a Redis kill and restart."""
     with RedisServer() as redis_server:
         env = {"QAPP_STORE_URL": redis_server.url, "QAPP_INSTANCE_PATH": str(tmp_path)}
-        with HypercornServer(workers=4, env=env) as web:
+        with HypercornServer(workers=4, env=env, server=server_kind) as web:
             async with http(web.url, CLIENTS) as client:
                 load = Load(client, "POST", "/counter/atomic", CLIENTS)
                 load.start()

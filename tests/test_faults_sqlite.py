@@ -8,9 +8,13 @@ server down within a fraction of a second, and only a supervisor that
 restarts hypercorn on *any* exit (systemd ``Restart=always``;
 ``on-failure`` misses an exit status of 0) brings it back.
 
-What qapp itself must guarantee, and what these tests prove, is that the
-crash costs no acknowledged data and leaves nothing that blocks the
-restarted (or any other) server for longer than a lock's lease.
+Plain granian (2.x) without ``respawn_failed_workers`` does the same,
+exiting with status 1. ``qapp serve`` replaces the dead worker on either
+server (tests/test_supervisor.py).
+
+What qapp itself must guarantee, and what these tests prove on both
+servers, is that the crash costs no acknowledged data and leaves nothing
+that blocks the restarted (or any other) server for longer than a lock's lease.
 """
 
 from __future__ import annotations
@@ -48,10 +52,24 @@ pytestmark = pytest.mark.slow
 CLIENTS = 100
 
 
+#: The exit statuses of a plain server whose worker was killed: hypercorn
+#: exits with its surviving workers' status (0 if they stopped on their own,
+#: 241 = -SIGTERM if terminated: measured both), granian with 1.
+PLAIN_EXIT = {"hypercorn": {0, 256 - signal.SIGTERM}, "granian": {1}}
+
+
+@pytest.fixture(scope="module", params=["hypercorn", "granian"])
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Which HTTP server runs the workers: every crash below happens on both."""
+    kind: str = request.param
+    return kind
+
+
 @dataclass
 class Crash:
     """What one SIGKILL of one worker mid-load left behind."""
 
+    server: str
     db: Path
     answers: list[Answer]
     victim: int
@@ -95,6 +113,7 @@ async def crash_one_worker(server: HypercornServer, db: Path) -> Crash:
             *(send(client, "POST", "/counter/atomic") for _ in range(200))
         )
     return Crash(
+        server.server,
         db,
         answers,
         victim,
@@ -109,13 +128,13 @@ async def crash_one_worker(server: HypercornServer, db: Path) -> Crash:
 
 
 @pytest.fixture(scope="module")
-def crash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crash]:
-    """One crash, shared by the tests below: each checks one thing it must not have broken."""
-    instance = tmp_path_factory.mktemp("crash")
+def crash(tmp_path_factory: pytest.TempPathFactory, server_kind: str) -> Iterator[Crash]:
+    """One crash per server, shared by the tests below, each checking one thing it must keep."""
+    instance = tmp_path_factory.mktemp(f"crash-{server_kind}")
     db = instance / "crash.db"
     env = {"QAPP_STORE_URL": f"sqlite://{db}", "QAPP_INSTANCE_PATH": str(instance)}
-    # Plain hypercorn, not `qapp serve`: what it does on a crash is under test.
-    with HypercornServer(workers=4, env=env, supervised=False) as server:
+    # The plain server, not `qapp serve`: what it does on a crash is under test.
+    with HypercornServer(workers=4, env=env, supervised=False, server=server_kind) as server:
         yield asyncio.run(crash_one_worker(server, db))
 
 
@@ -143,11 +162,9 @@ def test_every_answered_increment_is_counted(crash: Crash) -> None:
     )
 
 
-def test_hypercorn_stops_all_workers_when_one_is_killed(crash: Crash) -> None:
-    """hypercorn 0.18 does not respawn a killed worker: it stops the others and exits."""
-    # The status is the surviving workers' (0 if they stopped on their own,
-    # 241 = -SIGTERM if terminated), not the crash's: measured both.
-    assert crash.exit_status in {0, 256 - signal.SIGTERM}
+def test_plain_server_stops_all_workers_when_one_is_killed(crash: Crash) -> None:
+    """Plain hypercorn 0.18 and granian 2 do not respawn a killed worker: they stop the rest."""
+    assert crash.exit_status in PLAIN_EXIT[crash.server]
     assert crash.refused_after
     assert crash.exited_at - crash.killed < 5.0
     late = [a for a in crash.answers if a.sent > crash.exited_at]
@@ -193,16 +210,16 @@ def stop_inside_critical_section(pid: int, db: Path) -> tuple[str, float]:
 
 
 async def test_worker_killed_holding_the_lock_blocks_others_only_for_the_lease(
-    tmp_path: Path,
+    tmp_path: Path, server_kind: str
 ) -> None:
     """A worker SIGKILLed inside shared-locked blocks other servers' requests only for its lease."""
     db = tmp_path / "lock.db"
     env = {"QAPP_STORE_URL": f"sqlite://{db}", "QAPP_INSTANCE_PATH": str(tmp_path)}
     # Two servers on one file, as two services on one host: B has a single
     # worker, which will die holding the lock; A must carry on.
-    # B is plain hypercorn, so that nothing replaces its dead worker.
-    b_server = HypercornServer(workers=1, env=env, supervised=False)
-    with HypercornServer(workers=2, env=env) as a, b_server as b:
+    # B is the plain server, so that nothing replaces its dead worker.
+    b_server = HypercornServer(workers=1, env=env, supervised=False, server=server_kind)
+    with HypercornServer(workers=2, env=env, server=server_kind) as a, b_server as b:
         async with http(b.url, 20) as on_b:
             load = Load(on_b, "POST", "/counter/shared-locked", 20)
             load.start()

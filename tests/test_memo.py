@@ -16,8 +16,8 @@ import pytest
 from quart import Quart
 
 from qapp import create_app
-from qapp.ext import get_store
-from qapp.state import LockTimeout
+from qapp.service.memo import memo_of
+from qapp.state import LockTimeout, Store
 from tests.storedump import (
     assert_json_error,
     assert_refused_unchanged,
@@ -60,11 +60,22 @@ async def shared_tuned(
         yield app, c
 
 
+def memo_home(app: Quart, key: str) -> tuple[Store, str]:
+    """Where the memo keeps ``key``: its namespace of the cache store, and the key's name there.
+
+    The value is ``v:<name>``, the count ``n:<name>``, and the lock is ``<name>``.
+    Call it inside an app context.
+    """
+    memo = memo_of(app)
+    return memo.store(), memo.key(key)
+
+
 @contextlib.asynccontextmanager
 async def dead_computer(app: Quart, lease: float) -> AsyncIterator[None]:
     """The memo lock of key ``k`` held, with ``lease``, by a computer that never finishes."""
     async with app.app_context():
-        held = get_store("cache").lock("memo:k", timeout=lease, wait=0)
+        store, name = memo_home(app, "k")
+        held = store.lock(name, timeout=lease, wait=0)
         await held.__aenter__()
     try:
         yield
@@ -160,11 +171,12 @@ async def test_computation_holds_the_memo_lock(client: httpx.AsyncClient, app: Q
     computing = asyncio.create_task(client.get("/memo/k"))
     await asyncio.sleep(0.1)  # inside the 0.2 s of work
     async with app.app_context():
+        store, name = memo_home(app, "k")
         with pytest.raises(LockTimeout):
-            async with get_store("cache").lock("memo:k", wait=0):
+            async with store.lock(name, wait=0):
                 pass
     assert (await computing).json()["cached"] is False
-    async with app.app_context(), get_store("cache").lock("memo:k", wait=0):
+    async with app.app_context(), store.lock(name, wait=0):
         pass
 
 
@@ -182,8 +194,9 @@ async def test_disconnected_computer_releases_the_guard(
             return {"type": "http.request", "body": b"", "more_body": False}
         await asyncio.sleep(0.1)  # inside the 0.2 s of work, holding the guard
         async with app.app_context():
+            store, name = memo_home(app, "k")
             with pytest.raises(LockTimeout):  # the computer holds the lock
-                async with get_store("cache").lock("memo:k", wait=0):
+                async with store.lock(name, wait=0):
                     pass
         return {"type": "http.disconnect"}  # as hypercorn reports a closed connection
 
@@ -207,9 +220,10 @@ async def test_disconnected_computer_releases_the_guard(
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert events == []  # cancelled before it could answer
     async with app.app_context():
-        async with get_store("cache").lock("memo:k", wait=0):
+        store, name = memo_home(app, "k")
+        async with store.lock(name, wait=0):
             pass  # released, not left to its lease
-        assert await get_store("cache").get("memo:count:k") is None
+        assert await store.get(f"n:{name}") is None
     began = time.monotonic()
     body = (await client.get("/memo/k")).json()
     assert time.monotonic() - began < 2  # well under the 5 s lease
@@ -245,3 +259,17 @@ async def test_store_down_is_json_503(tmp_path: Path) -> None:
     """With the cache store down the memo answers a JSON 503, and computes nothing."""
     async with client_with_dead_store(tmp_path, CACHE_STORE_URL="dead") as (_, c):
         assert_json_error(await c.get("/memo/k"), 503, "store_unavailable")
+
+
+async def test_new_keys_per_client_have_a_quota(store_url: str, tmp_path: Path) -> None:
+    """One client may make so many new memo keys (MEMO_QUOTA); kept keys stay free to read."""
+    app = create_app(
+        {"STORE_URL": store_url, "INSTANCE_PATH": str(tmp_path), "MEMO_QUOTA": "3/hour"}
+    )
+    async for client in _client_for(app):
+        statuses = [(await client.get(f"/memo/k{n}")).status_code for n in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        again = [(await client.get(f"/memo/k{n}")).status_code for n in range(3)]
+        assert again == [200, 200, 200]
+        async with app.app_context():
+            assert await memo_of(app).computations("k3") == 0  # refused: nothing computed

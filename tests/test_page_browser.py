@@ -337,3 +337,45 @@ def test_controls_are_labelled_and_checked(page: Page) -> None:
     assert page.inner_text("#race-message") == "Requests must be a whole number from 1 to 500."
     assert page.get_attribute("#count", "aria-invalid") == "true"
     assert page.get_attribute("#race-summary", "data-state") == "idle"
+
+
+def fire_lab(page: Page, race: str, requests: int) -> dict[str, str]:
+    """Fire ``requests`` at the lab panel's ``race`` (``row/strategy``); return its figures."""
+    row, strategy = race.split("/")
+    page.select_option("#lab-row", race)
+    page.fill("#lab-count", str(requests))
+    page.click("#lab-fire")
+    page.wait_for_selector(
+        f"#lab-summary[data-state='done'][data-row='{row}'][data-strategy='{strategy}']"
+    )
+    data: dict[str, str] = page.eval_on_selector("#lab-summary", "el => ({...el.dataset})")
+    return data
+
+
+def test_lab_session_dict_loses_and_session_incr_does_not(page: Page) -> None:
+    """From one browser, the session dict loses increments and session.incr moves by exactly 100."""
+    naive = fire_lab(page, "sessions/naive", 100)
+    assert (naive["sent"], naive["failed"]) == ("100", "0")
+    assert int(naive["counted"]) < 100
+    assert int(naive["wrong"]) == 100 - int(naive["counted"])
+    assert f"lost {naive['wrong']}" in page.inner_text("#lab-summary")
+    atomic = fire_lab(page, "sessions/atomic", 100)
+    assert (atomic["sent"], atomic["failed"], atomic["counted"], atomic["wrong"]) == (
+        "100",
+        "0",
+        "100",
+        "0",
+    )
+    assert "moved 100 · lost 0" in page.inner_text("#lab-summary")
+
+
+def test_lab_cache_aside_recomputes_and_cached_computes_once(page: Page) -> None:
+    """Cold reads from one browser: cache-aside computes several times, cached exactly once."""
+    naive = fire_lab(page, "stampede/naive", 60)
+    assert naive["failed"] == "0"
+    assert int(naive["counted"]) > 1
+    assert int(naive["wrong"]) == int(naive["counted"]) - 1
+    cached = fire_lab(page, "stampede/cached", 60)
+    assert (cached["failed"], cached["counted"], cached["wrong"]) == ("0", "1", "0")
+    assert "computed 1 · recomputed 0" in page.inner_text("#lab-summary")
+    assert page.get_attribute("#lab-message", "data-kind") == "ok"

@@ -3,9 +3,12 @@
 The conformance suite (tests/test_state.py) and the cross-process tests
 (tests/test_state_processes.py) run on PostgreSQL through conftest's
 ``store_url`` and ``shared_store_url``, on a ``PostgresServer`` of the test
-session's own (never the machine's own cluster on 5432). Here is what only
-PostgreSQL could get wrong: exact round trips, 64-bit overflow, expiry on the
-server's clock, the pool, and an outage: the server is killed and started
+session's own (never the machine's own cluster on 5432), and so do the
+fencing and lease tests (tests/test_fencing.py, tests/test_flight.py). Here is
+what only PostgreSQL could get wrong: exact round trips, 64-bit overflow,
+expiry on the server's clock, the pool, a fenced write racing a newer
+holder's transaction, fences kept across release, sweep and an upgrade of
+the schema, LISTEN/NOTIFY, and an outage: the server is killed and started
 again under the same store object.
 """
 
@@ -16,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import pytest
 
 from qapp.backends import postgres as backend
@@ -23,6 +27,7 @@ from qapp.backends.postgres import PostgresStore
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
+    StaleLease,
     Store,
     StoreUnavailable,
     dumps,
@@ -211,6 +216,158 @@ async def test_concurrent_first_connects_create_the_schema_once(
         postgres_server.psql(f'DROP DATABASE "{name}"', database="postgres")
 
 
+# --- fenced locks, renewal and wake-ups ---------------------------------------------
+
+
+async def until(check: Callable[[], Awaitable[object]], seconds: float) -> None:
+    """Return once ``check()`` is true; TimeoutError if it is not within ``seconds``."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_fenced_write_racing_a_newer_holder_waits_and_is_refused(
+    store: Store, postgresql_url: str
+) -> None:
+    """A superseded holder's write that starts while a newer holder's lock and write are still
+    uncommitted waits for them, then is refused: the fence it checks is the newest."""
+    async with store.lock("f", timeout=5) as old:
+        pass
+    newer = await asyncpg.connect(postgresql_url)
+    monitor = await asyncpg.connect(postgresql_url)
+    late: asyncio.Task[None] | None = None
+    try:
+        taking = newer.transaction()
+        await taking.start()
+        # The next holder takes the lock and writes, in a transaction left open.
+        assert await newer.fetchval(backend.LOCK, b"f", "newer", 5.0) == old.token + 1
+        await newer.execute(backend.SET, b"doc", '"new"', None)
+        late = asyncio.create_task(store.set_fenced("doc", "late", old))
+        # A plain read of the fence would see the old one (its snapshot) and then
+        # overwrite the newer write once that committed; the write must wait instead.
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        await until(lambda: monitor.fetchval(waiting), 5)
+        assert not late.done()
+        await taking.commit()
+        with pytest.raises(StaleLease):
+            await late
+    finally:
+        if late is not None and not late.done():
+            late.cancel()
+        await newer.close()
+        await monitor.close()
+    assert await store.get("doc") == "new"
+
+
+async def test_fence_outlives_release_and_sweep(
+    postgresql_url: str, postgres_server: PostgresServer
+) -> None:
+    """A released lock keeps its row through the sweep of expired rows, so tokens go on rising."""
+    async with await open_store(postgresql_url) as first:
+        for _ in range(3):
+            async with first.lock("l", timeout=0.05) as last:
+                pass
+        await first.set("short", 1, ttl=0.01)
+    await asyncio.sleep(0.1)
+    async with await open_store(postgresql_url) as second:
+        await second.set("other", 1)  # sweeps in the background; closing waits
+    assert postgres_server.psql("SELECT count(*) FROM qapp_kv").strip() == "1"
+    assert postgres_server.psql("SELECT count(*) FROM qapp_locks").strip() == "1"
+    async with await open_store(postgresql_url) as third, third.lock("l") as next_one:
+        assert next_one.token == last.token + 1 == 4
+
+
+async def test_locks_table_of_the_earlier_schema_gains_its_fence(
+    postgres_server: PostgresServer,
+) -> None:
+    """A database made before fencing tokens gets the column on connect, from many stores at
+    once, and its locks (held or free) are fenced from then on."""
+    name = f"older_{os.getpid()}_{time.monotonic_ns()}"
+    postgres_server.psql(f'CREATE DATABASE "{name}"', database="postgres")
+    postgres_server.psql(
+        """
+        CREATE TABLE qapp_kv (key bytea PRIMARY KEY, value json NOT NULL, expires_at timestamptz);
+        CREATE INDEX qapp_kv_expiry ON qapp_kv (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE TABLE qapp_locks (
+            name bytea PRIMARY KEY, token text NOT NULL, expires_at timestamptz NOT NULL
+        );
+        INSERT INTO qapp_locks VALUES (convert_to('l', 'UTF8'), 'old', now() - interval '1 s');
+        INSERT INTO qapp_kv VALUES (convert_to('k', 'UTF8'), '"kept"', NULL);
+        """,
+        database=name,
+    )
+    stores = [store_from_url(postgres_server.database_url(name)) for _ in range(8)]
+    try:
+        await asyncio.gather(*(store.connect() for store in stores))
+        assert await stores[0].get("k") == "kept"
+        async with stores[0].lock("l", timeout=5) as first:
+            assert first.token == 1
+            await first.set("k", "fenced")
+        async with stores[1].lock("l", timeout=5) as second:
+            assert second.token == 2
+        with pytest.raises(StaleLease):
+            await first.set("k", "late")
+        assert await stores[2].get("k") == "fenced"
+        column = postgres_server.psql(
+            "SELECT data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'qapp_locks' AND column_name = 'fence'",
+            database=name,
+        )
+        assert column.strip() == "bigint|NO"
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+        postgres_server.psql(f'DROP DATABASE "{name}"', database="postgres")
+
+
+async def test_renewal_is_by_the_holders_token(store: Store) -> None:
+    """Only the holder's own token renews, and only while its lease lasts."""
+    assert isinstance(store, PostgresStore)
+    assert await store.try_acquire("l", "mine", 0.5) == 1
+    assert await store.extend("l", "theirs", 5) is False
+    assert await store.extend("l", "mine", 1.5) is True
+    await asyncio.sleep(0.7)  # past the first lease, well inside the renewed one
+    assert await store.try_acquire("l", "theirs", 5) == 0
+    await asyncio.sleep(1.0)
+    assert await store.extend("l", "mine", 5) is False  # lapsed, even though nobody took it
+    await store.release("l", "mine")
+    assert await store.try_acquire("l", "theirs", 5) == 2
+
+
+async def test_notify_reaches_other_stores_and_comes_back_after_a_restart() -> None:
+    """NOTIFY wakes a listener of another store object, whatever its name; when the server dies
+    listeners are woken and told to poll, and once it is back notifications flow again."""
+    with PostgresServer() as server:
+        async with await open_store(server.url) as listener, await open_store(server.url) as other:
+            # Longer than a payload may be, and with a NUL no payload may hold.
+            name = "a\x00" + "x" * 10_000
+            async with listener.listen(name) as wakeup, listener.listen("b") as bystander:
+                assert wakeup.pushes is True
+                waiting = asyncio.create_task(wakeup.wait(5))
+                await other.notify(name)
+                assert await waiting is True
+                assert await bystander.wait(0.1) is False
+
+                await asyncio.to_thread(server.kill)
+                # Every listener looks again: a notification may have been lost.
+                assert await wakeup.wait(5) is True
+                assert await bystander.wait(5) is True
+                assert wakeup.pushes is False
+
+                await asyncio.to_thread(server.start)
+
+                async def listening() -> bool:
+                    return wakeup.pushes
+
+                await until(listening, 10)
+                wakeup_bystander = asyncio.create_task(bystander.wait(0.5))
+                waiting = asyncio.create_task(wakeup.wait(5))
+                await other.notify(name)
+                assert await waiting is True
+                assert await wakeup_bystander is False
+
+
 # --- an outage: the server is killed, then started again ---------------------------
 
 
@@ -243,6 +400,7 @@ async def test_outage_fails_fast_and_the_same_store_recovers() -> None:
                 lambda: store.add("new", 1),
                 lambda: store.delete("k"),
                 lambda: store.expire("k", 5),
+                lambda: store.notify("l"),
                 store.ping,
             ]
             for operation in operations:
@@ -253,6 +411,11 @@ async def test_outage_fails_fast_and_the_same_store_recovers() -> None:
             with pytest.raises(StoreUnavailable):
                 async with store.lock("l", wait=0.2):
                     pytest.fail("took a lock with the server down")
+            # A first listener does not wait for a server that refuses: it polls.
+            began = time.monotonic()
+            async with store.listen("l") as wakeup:
+                assert wakeup.pushes is False
+            assert time.monotonic() - began < 1.0
 
             await asyncio.to_thread(server.start)
             # Committed before the crash, so still there; the store reconnects itself.

@@ -1,4 +1,4 @@
-"""The race lab on real hypercorn workers: every cell of DESIGN's table, and two hosts."""
+"""The race lab on real workers (hypercorn and granian): every cell of DESIGN's table, two hosts."""
 
 from __future__ import annotations
 
@@ -64,23 +64,30 @@ def by_worker(answers: list[dict[str, Any]]) -> dict[int, list[int]]:
     return numbers
 
 
+@pytest.fixture(scope="module", params=["hypercorn", "granian"])
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Which HTTP server ``qapp serve`` runs: every race below runs on both."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, server_kind: str
 ) -> Iterator[HypercornServer]:
-    """hypercorn with 4 workers from hypercorn.toml, on a SQLite file or on Redis.
+    """``qapp serve`` with 4 workers from hypercorn.toml, on a SQLite file or on Redis.
 
     One server per backend for the whole module: every strategy has its own
     counter, and each test below runs its strategy once, from 0.
     """
-    instance = tmp_path_factory.mktemp(f"race-{request.param}")
+    instance = tmp_path_factory.mktemp(f"race-{server_kind}-{request.param}")
     if request.param == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         store_url = redis_server.url.rsplit("/", 1)[0] + "/3"
     else:
         store_url = f"sqlite://{instance / 'race.db'}"
     env = {"QAPP_STORE_URL": store_url, "QAPP_INSTANCE_PATH": str(instance)}
-    with HypercornServer(workers=4, env=env) as server:
+    with HypercornServer(workers=4, env=env, server=server_kind) as server:
         yield server
 
 
@@ -144,15 +151,15 @@ async def test_shared_unsafe_loses_updates_across_workers(deployment: HypercornS
 
 @pytest.fixture(scope="module")
 def two_hosts(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, server_kind: str
 ) -> Iterator[tuple[HypercornServer, HypercornServer]]:
-    """Two separate hypercorn servers on two ports, 2 workers each, sharing one Redis."""
+    """Two separate servers on two ports, 2 workers each, sharing one Redis."""
     store_url = redis_server.url.rsplit("/", 1)[0] + "/4"
     servers = []
     for name in ("host-a", "host-b"):
-        instance: Path = tmp_path_factory.mktemp(name)
+        instance: Path = tmp_path_factory.mktemp(f"{name}-{server_kind}")
         env = {"QAPP_STORE_URL": store_url, "QAPP_INSTANCE_PATH": str(instance)}
-        servers.append(HypercornServer(workers=2, env=env))
+        servers.append(HypercornServer(workers=2, env=env, server=server_kind))
     with servers[0] as a, servers[1] as b:
         yield a, b
 

@@ -51,6 +51,7 @@ def api(live: HypercornServer) -> Iterator[BaseSchema]:
 #: :func:`test_document_lists_every_operation` keeps the list honest.
 OPERATIONS = [
     ("GET", "/"),
+    ("GET", "/docs"),
     ("GET", "/health"),
     ("POST", "/counter/{name}"),
     ("GET", "/counter/{name}"),
@@ -63,6 +64,13 @@ OPERATIONS = [
     ("GET", "/cache/{key}"),
     ("DELETE", "/cache/{key}"),
     ("GET", "/memo/{key}"),
+    ("GET", "/lab/session"),
+    ("POST", "/lab/session/reset"),
+    ("POST", "/lab/session/naive"),
+    ("POST", "/lab/session/atomic"),
+    ("GET", "/lab/stampede/{strategy}/{key}"),
+    ("GET", "/lab/stampede/{strategy}/{key}/computations"),
+    ("GET", "/lab/refresh/{mode}"),
     ("POST", "/auth/register"),
     ("POST", "/auth/login"),
     ("POST", "/auth/logout"),

@@ -1,4 +1,4 @@
-"""``qapp serve``: a worker that dies is replaced while the others keep serving.
+"""``qapp serve``: a worker that dies is replaced while the others keep serving, on either server.
 
 Plain hypercorn stops the whole server when one worker dies
 (tests/test_faults_sqlite.py); the supervisor behind ``qapp serve`` starts a
@@ -35,12 +35,15 @@ def live_workers(server: HypercornServer, tries: int = 400) -> set[int]:
     return seen
 
 
-async def test_killed_worker_is_replaced_and_the_others_keep_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_kind", ["hypercorn", "granian"])
+async def test_killed_worker_is_replaced_and_the_others_keep_serving(
+    tmp_path: Path, server_kind: str
+) -> None:
     """SIGKILL one of 4 workers mid-load: the rest keep answering, a new worker takes its place,
     and no answered increment is lost or repeated."""
     db = tmp_path / "qapp.db"
     env = {"QAPP_STORE_URL": f"sqlite://{db}", "QAPP_INSTANCE_PATH": str(tmp_path)}
-    with HypercornServer(workers=WORKERS, env=env, supervised=True) as server:
+    with HypercornServer(workers=WORKERS, env=env, supervised=True, server=server_kind) as server:
         before = await asyncio.to_thread(live_workers, server)
         async with http(server.url, CLIENTS) as client:
             load = Load(client, "POST", "/counter/atomic", CLIENTS)

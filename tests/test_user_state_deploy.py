@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from qapp.testing import HypercornServer
+from tests.conftest import NO_LIMITS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,12 @@ WORKERS = 4
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornServer]:
     """4 hypercorn workers on the default SQLite store, with a key they generate themselves."""
     instance: Path = tmp_path_factory.mktemp("instance")
-    env = {"QAPP_INSTANCE_PATH": str(instance), "QAPP_STORE_URL": "", "QAPP_SECRET_KEY": ""}
+    env = {
+        "QAPP_INSTANCE_PATH": str(instance),
+        "QAPP_STORE_URL": "",
+        "QAPP_SECRET_KEY": "",
+        **NO_LIMITS_ENV,
+    }
     # `pinned` opens its connections one by one and uses them afterwards; on a
     # busy machine that can take longer than the config's 5 s keep-alive, and a
     # connection the server has closed meanwhile fails its request.

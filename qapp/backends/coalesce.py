@@ -29,6 +29,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
+from qapp import metrics
+
 #: ``(key, ttl)``: only increments with the same ttl share a batch, since the
 #: ttl applies when the increment creates the key.
 Slot: TypeAlias = tuple[str, float | None]
@@ -39,10 +41,12 @@ Send: TypeAlias = Callable[[str, int, float | None], Awaitable[int]]
 class _Batch:
     """Increments of one slot that go to the store as one."""
 
-    __slots__ = ("future", "total")
+    __slots__ = ("count", "future", "total")
 
     def __init__(self) -> None:
         self.total = 0
+        #: Callers whose increments the batch carries.
+        self.count = 0
         self.future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Mark a failure as seen even if every caller was cancelled, so that
         # asyncio does not log "exception was never retrieved".
@@ -66,6 +70,7 @@ class IncrBatcher:
         if batch is None:
             batch = self._waiting[slot] = _Batch()
         batch.total += delta
+        batch.count += 1
         # This caller's share ends here within the batch; no await since the
         # line above, so no other caller came in between.
         through = batch.total
@@ -83,6 +88,7 @@ class IncrBatcher:
         try:
             while (batch := self._waiting.pop(slot, None)) is not None:
                 self.sends += 1
+                metrics.incr_batch(batch.count)
                 try:
                     batch.future.set_result(await self._send(key, batch.total, ttl))
                 except Exception as exc:

@@ -5,8 +5,9 @@ own copy, which is why ``/health`` and the startup log warn about it.
 
 Entries are kept per top-level namespace (see :meth:`Store.namespace`), each
 bounded on its own: past ``max_entries`` (``memory://?max_entries=N``,
-10,000 by default) the oldest entry *of that namespace* is evicted. A flood of anonymous sessions therefore evicts old
-sessions, never the user accounts kept beside them. Keys outside every
+10,000 by default) the oldest entry *of that namespace* is evicted. A
+flood of anonymous sessions therefore evicts old sessions, never the user
+accounts kept beside them. Keys outside every
 namespace share one more bucket with the same bound.
 """
 
@@ -23,7 +24,9 @@ from qapp.state import (
     ConfigurationError,
     InvalidValue,
     JSONValue,
+    Lease,
     LockTimeout,
+    StaleLease,
     Store,
     check_delta,
     check_ttl,
@@ -69,6 +72,9 @@ class MemoryStore(Store):
         self.buckets: dict[str, Bucket] = {"": OrderedDict()}
         # name -> (lock, holders and waiters)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # name -> the last fencing token issued for it. Kept for good (one int
+        # per lock name ever taken): forgetting one would let its tokens restart.
+        self._fences: dict[str, int] = {}
 
     def namespace(self, name: str) -> Store:
         view = super().namespace(name)
@@ -160,12 +166,21 @@ class MemoryStore(Store):
 
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        _, patience = lease_and_wait(timeout, wait)
-        return self._local_lock(name, patience)
+    ) -> contextlib.AbstractAsyncContextManager[Lease]:
+        lease, patience = lease_and_wait(timeout, wait)
+        return self._local_lock(name, lease, patience)
+
+    async def set_fenced(
+        self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
+    ) -> None:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        # No await between the check and the write: atomic within the loop.
+        if self._fences.get(lease.name) != lease.token:
+            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+        self._put(key, raw, ttl)
 
     @contextlib.asynccontextmanager
-    async def _local_lock(self, name: str, wait: float) -> AsyncIterator[None]:
+    async def _local_lock(self, name: str, lease: float, wait: float) -> AsyncIterator[Lease]:
         # No lease is needed: a holder cannot die without its process, and with
         # the process the lock is gone too. asyncio.Lock also queues waiters
         # fairly instead of polling.
@@ -180,8 +195,11 @@ class MemoryStore(Store):
                     await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
+            fence = self._fences[name] = self._fences.get(name, 0) + 1
+            held = Lease(name, lease, fence)
+            held.view = self
             try:
-                yield
+                yield held
             finally:
                 lock.release()
         finally:

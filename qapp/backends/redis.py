@@ -2,9 +2,12 @@
 
 ``redis://host:port/db``, ``rediss://`` (TLS) and ``unix:///path?db=0`` are
 accepted, with redis-py's query options (``socket_timeout``,
-``max_connections``, …) overriding the defaults below. Redis Cluster and
-Sentinel URLs are not wired up yet: redis-py's cluster client has a
-different pool and lock API, and nothing here needs it.
+``max_connections``, …) overriding the defaults below. Redis Sentinel and
+Redis Cluster are :mod:`~qapp.backends.redis_sentinel` and
+:mod:`~qapp.backends.redis_cluster`, subclasses of :class:`RedisStore` that
+change how the client is made and how keys are named, nothing else. With
+``?wait_replicas=1`` (or ``?durable=1``) every write is acknowledged only
+once a replica holds it (:mod:`~qapp.backends.redis_urls`).
 
 Each worker keeps one connection pool, created in its own event loop on
 first use. The pool waits for a free connection instead of failing when all
@@ -17,13 +20,21 @@ their sum, and each caller gets its own number from the range it returns
 (:mod:`qapp.coalesce`).
 
 Keys are stored under ``qapp:k:`` and locks under ``qapp:l:``, so data and
-locks never collide.
+locks never collide; each lock's fencing token lives under ``qapp:f:``, and
+stays there (one small key per lock name ever taken).
+
+Commands are sent raw (``SET k v NX PX ms``), each through :meth:`_write`
+when it changes data, so that durable mode can follow it with ``WAIT`` on
+the same connection. Lua scripts go by digest (``EVALSHA``), and by text
+(``EVAL``) to a server that has not seen them yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,14 +46,18 @@ import redis.exceptions
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
 
 from qapp.backends.base import SharedStore
+from qapp.backends.redis_urls import Durability, split_durability
+from qapp.backends.redis_wakeups import Wakeups
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
     JSONValue,
+    Lease,
+    StaleLease,
     StoreUnavailable,
+    Wakeup,
     check_ttl,
     dumps,
     loads,
@@ -61,14 +76,31 @@ POOL_OPTIONS: dict[str, Any] = {
 
 DATA_PREFIX = "qapp:k:"
 LOCK_PREFIX = "qapp:l:"
+FENCE_PREFIX = "qapp:f:"
+#: Channels of notify/listen, followed by the database number and a colon:
+#: pub/sub is shared by every database of a server.
+WAKEUP_PREFIX = "qapp:w:"
 
 
-def _script(name: str) -> str:
-    return resources.files("qapp.backends").joinpath(name).read_text(encoding="utf-8")
+@dataclass(frozen=True)
+class Script:
+    """A Lua script of this package: its text, and the digest Redis caches it under."""
+
+    text: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        text = resources.files("qapp.backends").joinpath(name).read_text(encoding="utf-8")
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())
 
 
-INCR_LUA = _script("incr.lua")
-UNLOCK_LUA = _script("unlock.lua")
+INCR = Script.load("incr.lua")
+UNLOCK = Script.load("unlock.lua")
+EXTEND = Script.load("extend.lua")
+ACQUIRE = Script.load("acquire.lua")
+SET_FENCED = Script.load("fenced_set.lua")
+PERSIST = Script.load("persist.lua")
 
 
 def _ms(ttl: float) -> int:
@@ -76,7 +108,16 @@ def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
-def _fail(exc: redis.exceptions.RedisError) -> NoReturn:
+def _px(ttl: float | None) -> list[str | int]:
+    return [] if ttl is None else ["PX", _ms(ttl)]
+
+
+#: What the driver raises for a store that cannot serve: redis-py's errors, and
+#: the cluster client's own (no layout learnt, slots not covered).
+FAILURES = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+
+
+def _fail(exc: Exception) -> NoReturn:
     if isinstance(exc, redis.exceptions.ResponseError) and (
         "not an integer" in str(exc) or "WRONGTYPE" in str(exc)
     ):
@@ -88,11 +129,13 @@ def _fail(exc: redis.exceptions.RedisError) -> NoReturn:
 class _Client:
     """One worker's Redis client, with what is made alongside it in its event loop."""
 
-    redis: aioredis.Redis
+    #: A Redis, or a RedisCluster: the commands sent here are the same on both.
+    redis: Any
     #: As many as the pool has connections; see :meth:`RedisStore._command`.
     slots: asyncio.Semaphore
-    incr: AsyncScript
-    unlock: AsyncScript
+    #: Durable writes in flight at once: half the slots, so that writes blocked
+    #: in WAIT (a replica down) never take every connection from the reads.
+    waiters: asyncio.Semaphore
 
 
 class RedisStore(SharedStore):
@@ -103,45 +146,66 @@ class RedisStore(SharedStore):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        try:
-            # Parse now, so that a malformed URL fails at startup.
-            parse_url(url)
-        except ValueError as exc:
-            raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from exc
+        #: The URL without qapp's own options, as redis-py reads it.
+        self.client_url, self.durability = split_durability(url)
+        # Parse now, so that a malformed URL fails at startup.
+        self._check_url()
         self._client: _Client | None = None
+
+    def _check_url(self) -> None:
+        """Raise :class:`ConfigurationError` unless redis-py can read :attr:`client_url`."""
+        try:
+            parse_url(self.client_url)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {redact(self.url)!r}: {exc}") from exc
+
+    def _data_key(self, key: str) -> str:
+        """The Redis key that holds ``key``'s value."""
+        return DATA_PREFIX + key
+
+    def _lock_key(self, name: str) -> str:
+        """The Redis key that holds the lock ``name``."""
+        return LOCK_PREFIX + name
+
+    def _fence_key(self, name: str) -> str:
+        """The Redis key that holds the last fencing token issued for the lock ``name``."""
+        return FENCE_PREFIX + name
 
     def _connect(self) -> _Client:
         """The worker's client, created on first use inside its event loop."""
         if self._client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                decode_responses=True,
-                # Once, and only when the connection broke (Redis restarted):
-                # a command that timed out may have run, and INCRBY or SET NX
-                # must not run twice.
-                retry=Retry(
-                    ExponentialBackoff(cap=0.1, base=0.01),
-                    retries=1,
-                    supported_errors=(redis.exceptions.ConnectionError,),
-                ),
-                **POOL_OPTIONS,
-            )
-            client = aioredis.Redis.from_pool(pool)
+            client, size = self._new_client()
             self._client = _Client(
                 redis=client,
-                slots=asyncio.Semaphore(pool.max_connections),
-                incr=client.register_script(INCR_LUA),
-                unlock=client.register_script(UNLOCK_LUA),
+                slots=asyncio.Semaphore(size),
+                waiters=asyncio.Semaphore(max(1, size // 2)),
             )
         return self._client
 
+    def _new_client(self) -> tuple[Any, int]:
+        """A new redis-py client, and how many commands it may have in flight at once."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.client_url,
+            decode_responses=True,
+            # Once, and only when the connection broke (Redis restarted):
+            # a command that timed out may have run, and INCRBY or SET NX
+            # must not run twice.
+            retry=Retry(
+                ExponentialBackoff(cap=0.1, base=0.01),
+                retries=1,
+                supported_errors=(redis.exceptions.ConnectionError,),
+            ),
+            **POOL_OPTIONS,
+        )
+        return aioredis.Redis.from_pool(pool), pool.max_connections
+
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Any:
         """The worker's redis-py client, created on first use inside its event loop."""
         return self._connect().redis
 
     @contextlib.asynccontextmanager
-    async def _command(self) -> AsyncIterator[_Client]:
+    async def _command(self, write: bool = False) -> AsyncIterator[_Client]:
         """Run commands on the client, one pool connection's worth, failing as our own error.
 
         redis-py's blocking pool wakes waiters unfairly: a task that has just
@@ -150,19 +214,73 @@ class RedisStore(SharedStore):
         timeout. asyncio's semaphore queues them first come, first served, and
         holds exactly as many tasks as the pool has connections, so the pool
         itself never has to make anyone wait.
+
+        A ``write`` in durable mode first takes one of the fewer
+        :attr:`_Client.waiters`, before its connection, never while holding one.
         """
         client = self._connect()
-        try:
-            async with asyncio.timeout(POOL_OPTIONS["timeout"]):
-                await client.slots.acquire()
-        except TimeoutError:
-            raise StoreUnavailable("Redis: no connection free in time") from None
-        try:
-            yield client
-        except redis.exceptions.RedisError as exc:
-            _fail(exc)
-        finally:
-            client.slots.release()
+        gates = [client.slots]
+        if write and self.durability is not None:
+            gates.insert(0, client.waiters)
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                async with asyncio.timeout(POOL_OPTIONS["timeout"]):
+                    for gate in gates:
+                        await gate.acquire()
+                        held.callback(gate.release)
+            except TimeoutError:
+                raise StoreUnavailable("Redis: no connection free in time") from None
+            try:
+                yield client
+            except FAILURES as exc:
+                _fail(exc)
+
+    async def _write(self, client: _Client, route: str, *command: str | int) -> Any:
+        """Send one command that changes data; durable mode waits until replicas hold it.
+
+        ``route`` is a key the command touches: on Cluster, the node to wait on.
+        """
+        if self.durability is None:
+            return await client.redis.execute_command(*command)
+        result, acked = await self._send_and_wait(client, route, command, self.durability)
+        if int(acked) < self.durability.replicas:
+            raise StoreUnavailable(
+                f"Redis: {acked} of {self.durability.replicas} replica(s) confirmed the write "
+                f"within {self.durability.timeout:g}s"
+            )
+        return result
+
+    async def _send_and_wait(
+        self, client: _Client, route: str, command: tuple[str | int, ...], wait: Durability
+    ) -> tuple[Any, Any]:
+        """``command`` then ``WAIT`` on one connection (WAIT counts that connection's writes)."""
+        async with client.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*command)
+            pipe.execute_command("WAIT", wait.replicas, wait.ms)
+            result, acked = await pipe.execute()
+        return result, acked
+
+    async def _eval(
+        self,
+        client: _Client,
+        script: Script,
+        keys: list[str],
+        args: list[str | int],
+        write: bool = True,
+    ) -> Any:
+        """Run one of the package's scripts by digest, or by text where Redis lacks it."""
+        send = functools.partial(self._write, client, keys[0]) if write else None
+        for command in ("EVALSHA", script.sha), ("EVAL", script.text):
+            call = (*command, len(keys), *keys, *args)
+            try:
+                if send is None:
+                    return await client.redis.execute_command(*call)
+                return await send(*call)
+            except redis.exceptions.NoScriptError:
+                # Not run: a server that has not seen it (a restart, a new
+                # master) answers NOSCRIPT without running anything.
+                continue
+        raise AssertionError("EVAL never answers NOSCRIPT")
 
     async def disconnect(self) -> None:
         client, self._client = self._client, None
@@ -175,48 +293,94 @@ class RedisStore(SharedStore):
 
     async def get(self, key: str) -> JSONValue:
         async with self._command() as client:
-            raw = await client.redis.get(DATA_PREFIX + key)
+            raw = await client.redis.get(self._data_key(key))
         return None if raw is None else loads(raw)
 
     async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:
         raw, ttl = dumps(value), check_ttl(ttl)
-        async with self._command() as client:
-            await client.redis.set(DATA_PREFIX + key, raw, px=None if ttl is None else _ms(ttl))
+        stored = self._data_key(key)
+        async with self._command(write=True) as client:
+            await self._write(client, stored, "SET", stored, raw, *_px(ttl))
 
     async def add(self, key: str, value: JSONValue, ttl: float | None = None) -> bool:
         raw, ttl = dumps(value), check_ttl(ttl)
-        async with self._command() as client:
-            px = None if ttl is None else _ms(ttl)
-            return bool(await client.redis.set(DATA_PREFIX + key, raw, nx=True, px=px))
+        stored = self._data_key(key)
+        async with self._command(write=True) as client:
+            return bool(await self._write(client, stored, "SET", stored, raw, "NX", *_px(ttl)))
 
     async def delete(self, key: str) -> bool:
-        async with self._command() as client:
-            return bool(await client.redis.delete(DATA_PREFIX + key))
+        stored = self._data_key(key)
+        async with self._command(write=True) as client:
+            return bool(await self._write(client, stored, "DEL", stored))
 
     async def expire(self, key: str, ttl: float | None) -> bool:
         ttl = check_ttl(ttl)
-        async with self._command() as client:
+        stored = self._data_key(key)
+        async with self._command(write=True) as client:
             if ttl is not None:
-                return bool(await client.redis.pexpire(DATA_PREFIX + key, _ms(ttl)))
-            # PERSIST answers 0 for a key without a ttl; ask EXISTS instead.
-            async with client.redis.pipeline(transaction=True) as pipe:
-                pipe.persist(DATA_PREFIX + key)
-                pipe.exists(DATA_PREFIX + key)
-                _, exists = await pipe.execute()
-            return bool(exists)
+                return bool(await self._write(client, stored, "PEXPIRE", stored, _ms(ttl)))
+            return bool(await self._eval(client, PERSIST, [stored], []))
 
     async def incr_by(self, key: str, delta: int, ttl: float | None) -> int:
-        async with self._command() as client:
+        stored = self._data_key(key)
+        async with self._command(write=True) as client:
             if ttl is None:
                 # Plain INCRBY: one round trip, no script.
-                return int(await client.redis.incrby(DATA_PREFIX + key, delta))
-            args = [delta, _ms(ttl)]
-            return int(await client.incr(keys=[DATA_PREFIX + key], args=args, client=client.redis))
+                return int(await self._write(client, stored, "INCRBY", stored, delta))
+            return int(await self._eval(client, INCR, [stored], [delta, _ms(ttl)]))
 
-    async def try_acquire(self, name: str, token: str, lease: float) -> bool:
-        async with self._command() as client:
-            return bool(await client.redis.set(LOCK_PREFIX + name, token, nx=True, px=_ms(lease)))
+    async def try_acquire(self, name: str, token: str, lease: float) -> int:
+        keys = [self._lock_key(name), self._fence_key(name)]
+        async with self._command(write=True) as client:
+            return int(await self._eval(client, ACQUIRE, keys, [token, _ms(lease)]))
 
     async def release(self, name: str, token: str) -> None:
         async with self._command() as client:
-            await client.unlock(keys=[LOCK_PREFIX + name], args=[token], client=client.redis)
+            await self._eval(client, UNLOCK, [self._lock_key(name)], [token], write=False)
+
+    async def set_fenced(
+        self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
+    ) -> None:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        keys = [self._fence_key(lease.name), self._data_key(key)]
+        self._check_one_slot(keys)
+        args: list[str | int] = [lease.token, raw, "" if ttl is None else _ms(ttl)]
+        async with self._command(write=True) as client:
+            written = await self._eval(client, SET_FENCED, keys, args)
+        if not written:
+            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+
+    def _check_one_slot(self, keys: list[str]) -> None:
+        """Raise ValueError unless one script may touch all of ``keys`` (always, but on Cluster)."""
+
+    # --- renewable leases and wake-ups (Store.lease, Store.listen) ---------------
+
+    #: This worker's pub/sub connection, made by the first listener.
+    _wakeups: Wakeups | None = None
+
+    async def extend(self, name: str, token: str, lease: float) -> bool:
+        async with self._command() as client:
+            args: list[str | int] = [token, _ms(lease)]
+            return bool(await self._eval(client, EXTEND, [self._lock_key(name)], args, write=False))
+
+    def _wakeup_channels(self) -> Wakeups:
+        if self._wakeups is None:
+            db = parse_url(self.url).get("db", 0)
+            self._wakeups = Wakeups(self.url, f"{WAKEUP_PREFIX}{db}:")
+        return self._wakeups
+
+    def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
+        """Listen for ``notify(name)`` from every worker of every host, over pub/sub."""
+        return self._wakeup_channels().listen(name)
+
+    async def notify(self, name: str) -> None:
+        channel = self._wakeup_channels().channel(name)
+        async with self._command() as client:
+            await client.redis.publish(channel, "1")
+
+    async def close(self) -> None:
+        """Stop listening, then close as every shared store does."""
+        wakeups, self._wakeups = self._wakeups, None
+        if wakeups is not None:
+            await wakeups.aclose()
+        await super().close()

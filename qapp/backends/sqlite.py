@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
@@ -40,11 +41,15 @@ from qapp.state import (
     ConfigurationError,
     InvalidValue,
     JSONValue,
+    StaleLease,
     StoreUnavailable,
     check_ttl,
     dumps,
     loads,
 )
+
+if TYPE_CHECKING:
+    from qapp.state import Lease
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5_000
 #: Seconds between sweeps of expired rows.
 SWEEP_INTERVAL = 30.0
+#: Free pages a sweep gives back to the file system at most (4 MiB of 4 KiB pages).
+VACUUM_PAGES = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS qapp_kv (
@@ -64,9 +71,12 @@ CREATE INDEX IF NOT EXISTS qapp_kv_expiry ON qapp_kv (expires_at)
 CREATE TABLE IF NOT EXISTS qapp_locks (
     name TEXT PRIMARY KEY,
     token TEXT NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    fence INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+# A database made before locks had fencing tokens gets the column on open.
+ADD_FENCE = "ALTER TABLE qapp_locks ADD COLUMN fence INTEGER NOT NULL DEFAULT 0"
 
 # "Live" means not expired at :now. A dead row is treated as absent everywhere.
 _DEAD = "(qapp_kv.expires_at IS NOT NULL AND qapp_kv.expires_at <= :now)"
@@ -97,13 +107,31 @@ WHERE {_DEAD} OR json_type(qapp_kv.value) = 'integer'
 RETURNING value
 """
 SWEEP = f"DELETE FROM qapp_kv WHERE {_DEAD}"
+# Taking the lock issues its next fencing token in the same statement.
 LOCK = """
-INSERT INTO qapp_locks (name, token, expires_at) VALUES (:name, :token, :expires)
-ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at
+INSERT INTO qapp_locks (name, token, expires_at, fence) VALUES (:name, :token, :expires, 1)
+ON CONFLICT (name) DO UPDATE SET
+    token = excluded.token, expires_at = excluded.expires_at, fence = qapp_locks.fence + 1
 WHERE qapp_locks.expires_at <= :now
+RETURNING fence
+"""
+# A released lock's row stays, free, to keep its fence: deleting it would let
+# the next holder's token start again from 1. One row per lock name ever taken.
+UNLOCK = "UPDATE qapp_locks SET token = '', expires_at = 0 WHERE name = :name AND token = :token"
+# A write that happens only while :fence is the lock's latest token, in one statement.
+SET_FENCED = """
+INSERT INTO qapp_kv (key, value, expires_at)
+SELECT :key, :value, :expires WHERE (SELECT fence FROM qapp_locks WHERE name = :name) = :fence
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 RETURNING 1
 """
-UNLOCK = "DELETE FROM qapp_locks WHERE name = :name AND token = :token"
+# Renews only the holder's own lease, and only while it lasts: a lapsed lock
+# may have been taken, and is then someone else's.
+EXTEND = """
+UPDATE qapp_locks SET expires_at = :expires
+WHERE name = :name AND token = :token AND expires_at > :now
+RETURNING 1
+"""
 
 
 def path_from_url(url: str) -> Path:
@@ -142,6 +170,11 @@ class SQLiteStore(SharedStore):
         # Fail here, in a plain thread, rather than inside aiosqlite: a failed
         # aiosqlite.connect leaves its worker thread posting to the event loop
         # after the caller has moved on.
+        # The file holds user data (sessions, password hashes): a new one is
+        # created owner-only, and SQLite gives its -wal and -shm files the
+        # same mode.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         sqlite3.connect(self.path).close()
 
     async def _open(self) -> aiosqlite.Connection:
@@ -161,7 +194,15 @@ class SQLiteStore(SharedStore):
             # NORMAL is durable against a crash of the process (what kills
             # workers); only a power cut may lose the last commits.
             await conn.execute("PRAGMA synchronous = NORMAL")
+            # Lets the sweep give the space of expired rows back to the file
+            # system; it takes effect only on a new database (see vacuum()).
+            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await conn.executescript(SCHEMA)
+            columns = await conn.execute_fetchall("PRAGMA table_info(qapp_locks)")
+            if "fence" not in {column[1] for column in columns}:
+                # Another worker may add it first; the column is there either way.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await conn.execute(ADD_FENCE)
         except (sqlite3.Error, OSError) as exc:
             await conn.close()
             raise StoreUnavailable(f"cannot use SQLite database {self.path}: {exc}") from exc
@@ -198,6 +239,7 @@ class SQLiteStore(SharedStore):
             # expired rows anyway; the next sweep tries again.
             try:
                 await self._run(SWEEP, {"now": params["now"]})
+                await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
             except StoreUnavailable as exc:
                 log.warning("sweep of expired rows failed: %s", exc)
         return rows
@@ -209,6 +251,19 @@ class SQLiteStore(SharedStore):
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+    async def vacuum(self) -> int:
+        """Delete expired rows and rebuild the file at its smallest; return the bytes freed.
+
+        The sweep frees space as it goes on a database made by this version;
+        an older file (or one that never shrinks) needs this once, with the
+        server stopped or quiet: ``qapp vacuum sqlite:///path.db``.
+        """
+        before = self.path.stat().st_size
+        await self._run(SWEEP, {"now": time.time()})
+        await self._run("PRAGMA auto_vacuum = INCREMENTAL", {})
+        await self._run("VACUUM", {})
+        return before - self.path.stat().st_size
 
     async def ping(self) -> None:
         await self._run("SELECT 1", {})
@@ -250,10 +305,32 @@ class SQLiteStore(SharedStore):
             raise InvalidValue(f"value at {key!r} is not an integer")
         return int(rows[0][0])
 
-    async def try_acquire(self, name: str, token: str, lease: float) -> bool:
+    async def try_acquire(self, name: str, token: str, lease: float) -> int:
         now = time.time()
         params = {"name": name, "token": token, "expires": now + lease, "now": now}
-        return bool(await self._run(LOCK, params))
+        rows = await self._run(LOCK, params)
+        return int(rows[0][0]) if rows else 0
+
+    async def set_fenced(
+        self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
+    ) -> None:
+        raw, ttl = dumps(value), check_ttl(ttl)
+        now = time.time()
+        params = {
+            "key": key,
+            "value": raw,
+            "expires": None if ttl is None else now + ttl,
+            "now": now,
+            "name": lease.name,
+            "fence": lease.token,
+        }
+        if not await self._write(SET_FENCED, params):
+            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
 
     async def release(self, name: str, token: str) -> None:
         await self._run(UNLOCK, {"name": name, "token": token})
+
+    async def extend(self, name: str, token: str, lease: float) -> bool:
+        now = time.time()
+        params = {"name": name, "token": token, "expires": now + lease, "now": now}
+        return bool(await self._run(EXTEND, params))

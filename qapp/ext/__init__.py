@@ -17,30 +17,46 @@
     async def visit():
         return {"visits": await session.incr("visits")}    # per client, atomic
 
-Modules: :mod:`~qapp.ext.extension` (:class:`Qapp`), :mod:`~qapp.ext.context`
+Modules: :mod:`~qapp.ext.extension` (:class:`Qapp`), :mod:`~qapp.ext.cache`
+(``cached``), :mod:`~qapp.ext.context`
 (the per-app state), :mod:`~qapp.ext.sessions`, :mod:`~qapp.ext.users` and
 :mod:`~qapp.ext.errors`.
 """
 
 from __future__ import annotations
 
+from qapp.ext.cache import Cached, Result, StillComputing, cached
 from qapp.ext.context import QappState, get_store, state_of
 from qapp.ext.errors import RETRY_AFTER, error_response
 from qapp.ext.extension import Qapp
-from qapp.ext.sessions import ServerSession, StoreSessionInterface, current
+from qapp.ext.origin import CrossSiteRequest
+from qapp.ext.ratelimit import RateLimited, client_address, rate_limit
+from qapp.ext.ratelimit import check as check_rate_limit
+from qapp.ext.session_cookie import StoreSessionInterface
+from qapp.ext.sessions import ServerSession, current, session
 from qapp.ext.users import login_required, login_user, logout_user
 
 __all__ = [
     "RETRY_AFTER",
+    "Cached",
+    "CrossSiteRequest",
     "Qapp",
     "QappState",
+    "RateLimited",
+    "Result",
     "ServerSession",
+    "StillComputing",
     "StoreSessionInterface",
+    "cached",
+    "check_rate_limit",
+    "client_address",
     "current",
     "error_response",
     "get_store",
     "login_required",
     "login_user",
     "logout_user",
+    "rate_limit",
+    "session",
     "state_of",
 ]

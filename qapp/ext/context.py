@@ -41,6 +41,12 @@ class QappState:
     session_values: frozenset[str]
     #: What fills ``g.user`` from the session's user id (shared with the Qapp object).
     users: Users = field(default_factory=Users)
+    #: The idle lifetime of a session nobody has logged into yet (at most ``session_ttl``).
+    anonymous_ttl: float | None = None
+    #: New sessions one client may create, e.g. "200/hour"; None for no quota.
+    session_quota: str | None = None
+    #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.ratelimit`).
+    trusted_proxies: tuple[Any, ...] = ()
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)

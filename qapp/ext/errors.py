@@ -12,9 +12,16 @@ import logging
 
 from quart import Quart, Response, jsonify
 
-from qapp.state import LockTimeout, StoreUnavailable, dumps
+from qapp import metrics
+from qapp.state import LockTimeout, StaleLease, StoreUnavailable, dumps
 
-__all__ = ["RETRY_AFTER", "error_response", "install_handlers", "turn_into_503"]
+__all__ = [
+    "RETRY_AFTER",
+    "error_response",
+    "install_handlers",
+    "turn_into_503",
+    "turn_into_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +38,49 @@ def error_response(status: int, code: str, message: str) -> Response:
     return response
 
 
-def turn_into_503(response: Response, message: str) -> None:
-    """Make an answer already built into the store-unavailable 503, in place.
+def turn_into_error(
+    response: Response, status: int, code: str, message: str, retry_after: int = RETRY_AFTER
+) -> None:
+    """Make an answer already built into a JSON error that says when to retry, in place.
 
     For hooks that run after the route: the client must not be told that a
     change it asked for was kept when it was not.
     """
-    response.status_code = 503
-    response.set_data(dumps({"error": "store_unavailable", "message": message}))
+    response.status_code = status
+    response.set_data(dumps({"error": code, "message": message}))
     response.headers["Content-Type"] = "application/json"
-    response.headers["Retry-After"] = str(RETRY_AFTER)
+    response.headers["Retry-After"] = str(retry_after)
+
+
+def turn_into_503(response: Response, message: str) -> None:
+    """Make an answer already built into the store-unavailable 503, in place."""
+    metrics.unavailable("session_save")
+    turn_into_error(response, 503, "store_unavailable", message)
 
 
 def install_handlers(app: Quart) -> None:
-    """Answer a store outage or a lock timeout anywhere in ``app`` with a JSON 503."""
+    """Answer a store outage or a lock timeout anywhere in ``app`` with a JSON 503.
+
+    A write refused for a stale fencing token (:class:`~qapp.state.StaleLease`)
+    is a 409: the request lost its lock to a newer holder, and its write was
+    not made; retrying starts over under a new lease.
+    """
+
+    @app.errorhandler(StaleLease)
+    async def stale_lease(exc: StaleLease) -> Response:
+        log.warning("stale lease: %s", exc)
+        return error_response(
+            409, "stale_lease", "a newer holder took the lock; nothing was written"
+        )
 
     @app.errorhandler(StoreUnavailable)
     async def store_unavailable(exc: StoreUnavailable) -> Response:
         log.warning("store unavailable: %s", exc)
+        metrics.unavailable("store_unavailable")
         return error_response(503, "store_unavailable", "the store cannot be reached; retry soon")
 
     @app.errorhandler(LockTimeout)
     async def lock_timeout(exc: LockTimeout) -> Response:
         log.warning("lock timeout: %s", exc)
+        metrics.unavailable("lock_timeout")
         return error_response(503, "busy", "the resource is busy; retry soon")

@@ -19,6 +19,20 @@ key                         default                          meaning
 ``QAPP_STORES``             ``{}``                           more stores: name → URL
 ``QAPP_SESSIONS``           ``True``                         server-side sessions
 ``QAPP_SESSION_TTL``        a week                           a session's idle lifetime (s)
+``QAPP_ANONYMOUS_``         an hour                          the same, until a user logs
+``SESSION_TTL``                                              in ("off": the full ttl)
+``QAPP_SESSION_QUOTA``      ``"200/hour"``                   new sessions per client
+``QAPP_SECRET_KEY``         see below                        signs session ids (≥ 32 bytes)
+``QAPP_TRUSTED_PROXIES``    none                             whose ``X-Forwarded-For`` to
+                                                             believe (ratelimit, quotas)
+``QAPP_CROSS_SITE_CHECK``   ``True``                         403 for cross-site unsafe
+                                                             requests (:mod:`.origin`)
+``QAPP_FAST_PATH``          ``True``                         Quart's request handling with
+                                                             fewer tasks (:mod:`.fastpath`)
+``QAPP_METRICS``            ``False``                        count requests and store calls;
+                                                             serve ``/metrics`` (:mod:`.metrics`)
+``QAPP_METRICS_TOKEN``      none                             who may read ``/metrics`` from
+                                                             off the loopback address
 ==========================  ===============================  =============================
 
 A key missing from ``app.config`` is read from the environment variable of
@@ -35,15 +49,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from quart import Quart
 
-from qapp.ext import errors, sessions, users
+from qapp import metrics
+from qapp.ext import cache, errors, fastpath, origin, ratelimit, session_cookie, sessions, users
+from qapp.ext import metrics as metrics_route
 from qapp.ext.context import QappState, UserLoader, Users, state_of
-from qapp.ext.secret import SECRET_FILE, load_or_create_secret
+from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
+from qapp.ratelimit import parse_limit
 from qapp.state import (
     ConfigurationError,
     Store,
@@ -60,10 +77,18 @@ log = logging.getLogger(__name__)
 #: Idle lifetime of a session in seconds, renewed while it is used.
 DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
 
+#: Idle lifetime of a session nobody has logged into (``QAPP_ANONYMOUS_SESSION_TTL``).
+ANONYMOUS_TTL = 3600.0
+
+#: New sessions one client may create (``QAPP_SESSION_QUOTA``; "" or "off": no quota).
+SESSION_QUOTA = "200/hour"
+
 #: Store names with a config key of their own; any other name comes from QAPP_STORES.
 NAMED_URLS = {"session": "QAPP_SESSION_STORE_URL", "cache": "QAPP_CACHE_STORE_URL"}
 
 L = TypeVar("L", bound=UserLoader)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _setting(app: Quart, key: str) -> Any:
@@ -145,10 +170,30 @@ class Qapp:
                 app.secret_key = _setting(app, "QAPP_SECRET_KEY") or load_or_create_secret(
                     Path(app.instance_path) / SECRET_FILE
                 )
-        app.extensions["qapp"] = QappState(stores, ttl, self.session_values, self._users)
+            check_secret(app.secret_key)
+        app.extensions["qapp"] = QappState(
+            stores,
+            ttl,
+            self.session_values,
+            self._users,
+            anonymous_ttl=_seconds(_setting(app, "QAPP_ANONYMOUS_SESSION_TTL"), ANONYMOUS_TTL),
+            session_quota=_limit(_setting(app, "QAPP_SESSION_QUOTA"), SESSION_QUOTA),
+            trusted_proxies=ratelimit.trusted_proxies(_setting(app, "QAPP_TRUSTED_PROXIES")),
+        )
         errors.install_handlers(app)
+        flag = _setting(app, "QAPP_FAST_PATH")
+        if flag is None or _as_bool(flag):
+            fastpath.install(app)
+        if metrics.wanted(_setting(app, metrics.ENV)):
+            metrics_route.install(app, _setting(app, metrics_route.TOKEN_KEY))
+            for store in by_url.values():
+                metrics.instrument(store)
+        ratelimit.install(app)
+        flag = _setting(app, "QAPP_CROSS_SITE_CHECK")
+        if flag is None or _as_bool(flag):
+            origin.install(app)
         if use_sessions:
-            sessions.install(app)
+            session_cookie.install(app)
         users.install(app)
 
         @app.before_serving
@@ -176,6 +221,34 @@ class Qapp:
         """The current app's store called ``name`` (the default store if not configured)."""
         return state_of().store(name)
 
+    def rate_limit(
+        self,
+        limit: str,
+        *,
+        key: Callable[[], str] | None = None,
+        scope: str | None = None,
+        store: str = "default",
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """Limit a route, e.g. ``@qapp.rate_limit("5/minute")``: see :mod:`qapp.ext.ratelimit`."""
+        return ratelimit.rate_limit(limit, key=key, scope=scope, store=store)
+
+    def cached(
+        self,
+        ttl: float = 60.0,
+        stale: float = 0.0,
+        *,
+        lease: float = 10.0,
+        wait: float = 30.0,
+        beta: float = 1.0,
+        store: str = "cache",
+        namespace: str | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], cache.Cached[P, R]]:
+        """Keep an async function's values in the app's store, each computed once by all
+        workers, e.g. ``@qapp.cached(ttl=60, stale=30)``: see :mod:`qapp.ext.cache`."""
+        return cache.cached(
+            ttl, stale, lease=lease, wait=wait, beta=beta, store=store, namespace=namespace
+        )
+
     def user_loader(self, loader: L) -> L:
         """Register ``async def load(user_id) -> user or None``; it fills ``g.user`` per request."""
         self._users.load = loader
@@ -197,6 +270,28 @@ def sessions_names(names: Iterable[str]) -> list[str]:
         if not isinstance(name, str) or not sessions.VALUE_NAME.fullmatch(name):
             raise ConfigurationError(f"bad session value name {name!r}: use [a-z0-9_]+")
     return checked
+
+
+def _seconds(value: object, default: float) -> float | None:
+    """A number of seconds from config; "off" (or 0) turns the limit off."""
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() in {"", "off", "none", "0"}:
+        return None
+    try:
+        return check_ttl(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"not a number of seconds: {value!r} ({exc})") from None
+
+
+def _limit(value: object, default: str) -> str | None:
+    """A rate limit from config ("200/hour"), checked now; "off" turns it off."""
+    if value is None:
+        value = default
+    if not value or (isinstance(value, str) and value.strip().lower() in {"off", "none", "0"}):
+        return None
+    parse_limit(str(value))  # a bad limit fails at startup, not at the first session
+    return str(value)
 
 
 def _as_bool(value: object) -> bool:

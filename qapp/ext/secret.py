@@ -14,12 +14,35 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["SECRET_FILE", "load_or_create_secret"]
+from qapp.state import ConfigurationError
+
+__all__ = ["MIN_SECRET_BYTES", "SECRET_FILE", "check_secret", "load_or_create_secret"]
 
 log = logging.getLogger(__name__)
 
 #: The file, in the instance folder, that holds a generated key.
 SECRET_FILE = "secret_key"
+#: The shortest key accepted: anything shorter can be guessed offline from one cookie.
+MIN_SECRET_BYTES = 32
+
+
+def check_secret(key: str | bytes) -> None:
+    """Refuse a signing key shorter than :data:`MIN_SECRET_BYTES`."""
+    raw = key.encode() if isinstance(key, str) else key
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"the secret key is {len(raw)} bytes; use at least {MIN_SECRET_BYTES} "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+
+def _check_private(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"the key file {path} can be read by other users (mode {mode & 0o777:o}); "
+            f"chmod 600 {path}"
+        )
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -34,6 +57,7 @@ def load_or_create_secret(path: Path) -> str:
     with contextlib.suppress(FileNotFoundError):
         key = path.read_text(encoding="ascii").strip()
         if key:
+            _check_private(path)
             return key
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")

@@ -30,7 +30,8 @@ Rules:
   against session fixation); :meth:`ServerSession.destroy` deletes it from
   the store (on logout), so a replayed cookie is dead.
 
-The store is read in a ``before_request`` hook, not in ``open_session``:
+The cookie itself is :mod:`qapp.ext.session_cookie`'s. The store is read in
+a ``before_request`` hook, not in ``open_session``:
 Quart opens the session before its error handlers apply, so a store that is
 down would there be a bare 500. If the store is down the hook leaves the
 session unloaded, and only routes that need it fail, with the usual JSON 503,
@@ -40,25 +41,29 @@ when they load it themselves.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
-from itsdangerous import BadSignature, URLSafeSerializer
-from quart import Quart, Response
+from quart import session as quart_session
 from quart.globals import request_ctx
-from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
-from quart.wrappers import BaseRequestWebsocket
-from werkzeug.wrappers import Response as WerkzeugResponse
+from quart.sessions import SecureCookieSession
 
+from qapp.ext import ratelimit
 from qapp.ext.context import QappState, state_of
-from qapp.ext.errors import turn_into_503
-from qapp.state import JSONValue, Store, StoreError, StoreUnavailable
+from qapp.state import JSONValue, Store
 
-__all__ = ["ID_BYTES", "ID_PATTERN", "SALT", "ServerSession", "StoreSessionInterface", "current"]
+__all__ = [
+    "ID_BYTES",
+    "ID_PATTERN",
+    "SALT",
+    "USER_KEY",
+    "ServerSession",
+    "current",
+    "session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,10 @@ RENEW_EVERY = 0.1
 RENEWALS_KEPT = 10_000
 #: itsdangerous salt: a signature made for anything else is no session id.
 SALT = "qapp-session-id"
+#: Where the session keeps the logged-in user's id (see :mod:`qapp.ext.users`).
+USER_KEY = "_user_id"
+#: What an answer that depends on the session must not be: kept by a shared cache.
+PRIVATE = "private, no-store"
 
 
 class ServerSession(SecureCookieSession):
@@ -97,6 +106,20 @@ class ServerSession(SecureCookieSession):
         #: The session was destroyed: the answer deletes the cookie.
         self.drop_cookie = False
 
+    # -- reads mark the answer as depending on the session ---------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return super().__contains__(key)
+
     # -- where it lives ----------------------------------------------------
 
     @staticmethod
@@ -104,11 +127,21 @@ class ServerSession(SecureCookieSession):
         return state_of()
 
     def _home(self) -> tuple[Store, float, frozenset[str]]:
+        """The session store, this session's ttl now, and the app's session values.
+
+        A session nobody has logged into lives ``anonymous_ttl``; logging in
+        (:meth:`regenerate` with the user's id) gives it the full ttl.
+        """
         state = self._state()
         if state.session_ttl is None:
             raise RuntimeError("server-side sessions are off for this app (QAPP_SESSIONS)")
+        self.accessed = True
         store = state.store("session").namespace("session")
-        return store, state.session_ttl, state.session_values
+        ttl = state.session_ttl
+        # dict.__contains__: asking for ourselves is no read by the route.
+        if state.anonymous_ttl is not None and not dict.__contains__(self, USER_KEY):
+            ttl = min(ttl, state.anonymous_ttl)
+        return store, ttl, state.session_values
 
     def _keys(self, sid: str, names: frozenset[str]) -> list[str]:
         return [sid, *(f"{sid}:{name}" for name in sorted(names))]
@@ -134,11 +167,12 @@ class ServerSession(SecureCookieSession):
         if self.loaded:
             return self
         if self.candidate is not None:
-            store, ttl, names = self._home()
+            store, _, names = self._home()
             data = await store.get(self.candidate)
             if isinstance(data, dict):
                 self.sid = self.candidate
                 super().update(data)
+                _, ttl, _ = self._home()  # now that the data says who is logged in
                 if self._renewal_due(self.sid, ttl):
                     # Sliding expiry: the data and every value live on together.
                     keys = self._keys(self.sid, names)
@@ -153,6 +187,10 @@ class ServerSession(SecureCookieSession):
         await self.load()
         if self.sid is None:
             store, ttl, _ = self._home()
+            quota = self._state().session_quota
+            if quota:
+                # Counted before anything is written: a refused client stores nothing.
+                await ratelimit.check(quota, ratelimit.client_address(), scope="qapp.sessions.new")
             sid = secrets.token_urlsafe(ID_BYTES)
             # ``add``: a (vanishingly unlikely) clash can never take over a live session.
             while not await store.add(sid, dict(self), ttl=ttl):
@@ -267,74 +305,9 @@ class ServerSession(SecureCookieSession):
         await store.set(f"{sid}:{name}", value, ttl=ttl)
 
 
-class StoreSessionInterface(SessionInterface):
-    """Quart's session hooks for :class:`ServerSession`: they only sign and read cookies.
-
-    All store I/O happens in the hook and the session's methods, inside the
-    request, where store errors become JSON answers.
-    """
-
-    def serializer(self, app: Quart) -> URLSafeSerializer:
-        """The signer of session ids: HMAC-SHA256 keyed by the app's secret key."""
-        keys: list[str | bytes] = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
-        # itsdangerous signs with the last key and accepts all of them.
-        keys.append(app.secret_key)  # type: ignore[arg-type]
-        return URLSafeSerializer(
-            keys,  # type: ignore[arg-type]
-            salt=SALT,
-            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
-        )
-
-    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
-        cookies, name = request.cookies, self.get_cookie_name(app)
-        # Not cookies.get(name): werkzeug's get raises and catches a KeyError
-        # when the cookie is missing, on every request of a client without one.
-        cookie = cookies[name] if name in cookies else None  # noqa: SIM401
-        candidate = None
-        if cookie:
-            try:
-                value = self.serializer(app).loads(cookie)
-            except BadSignature:
-                value = None
-            if isinstance(value, str) and ID_PATTERN.fullmatch(value):
-                candidate = value
-        return ServerSession(candidate)
-
-    async def save_session(
-        self,
-        app: Quart,
-        session: SessionMixin,
-        response: Response | WerkzeugResponse | None,
-    ) -> None:
-        if response is None or not isinstance(session, ServerSession):
-            return
-        if session.accessed:
-            response.vary.add("Cookie")
-        if session.modified:
-            # A route changed the dict without calling save(); save it now.
-            try:
-                await session.save()
-            except StoreError as exc:
-                log.warning("session not saved: %s", exc)
-                turn_into_503(response, "the session could not be saved")  # type: ignore[arg-type]
-                return
-        options: dict[str, Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "samesite": self.get_cookie_samesite(app),
-            "httponly": self.get_cookie_httponly(app),
-            "partitioned": self.get_cookie_partitioned(app),
-        }
-        name = self.get_cookie_name(app)
-        if session.issue_cookie and session.sid is not None:
-            value = self.serializer(app).dumps(session.sid)
-            expires = self.get_expiration_time(app, session)
-            response.set_cookie(name, value, expires=expires, **options)
-            response.vary.add("Cookie")
-        elif session.drop_cookie:
-            response.delete_cookie(name, **options)
-            response.vary.add("Cookie")
+#: Quart's ``session`` proxy, typed as what it is with qapp: ``await session.incr("n")``
+#: type-checks. A proxy to the current request's session, not a value of its own.
+session = cast(ServerSession, quart_session)
 
 
 def current() -> ServerSession:
@@ -343,25 +316,3 @@ def current() -> ServerSession:
     if not isinstance(session, ServerSession):
         raise RuntimeError("server-side sessions are not installed on this app: Qapp(app)")
     return session
-
-
-def install(app: Quart) -> None:
-    """Keep ``app``'s sessions in its session store; cookies HttpOnly and SameSite=Lax.
-
-    Quart's ``SESSION_COOKIE_*`` keys apply; ``SESSION_COOKIE_SECURE`` marks
-    the cookie Secure for HTTPS.
-    """
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
-    app.session_interface = StoreSessionInterface()  # type: ignore[assignment]
-
-    @app.before_request
-    async def load_session() -> None:
-        # Only a cookie with a good signature costs a store read.
-        try:
-            await current().load()
-        except StoreUnavailable:
-            # Not every route needs the session: a page or a health check
-            # still answers. A route that does need it loads it again, which
-            # retries the store and answers 503 if it is still down.
-            log.debug("session store unavailable; session not loaded")

@@ -19,17 +19,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from quart import Quart, Response, g
+from quart.globals import request_ctx
 from werkzeug.exceptions import Unauthorized
 
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
-from qapp.ext.sessions import current
+from qapp.ext.sessions import USER_KEY, ServerSession, current
 from qapp.state import StoreUnavailable
 
 __all__ = ["USER_KEY", "LoginRequired", "login_required", "login_user", "logout_user"]
 
-#: Where the session keeps the logged-in user's id.
-USER_KEY = "_user_id"
 
 class LoginRequired(Unauthorized):
     """No user is logged in: a JSON 401 (``{"error": "unauthorized", ...}``)."""
@@ -61,6 +60,10 @@ def install(app: Quart) -> None:
     @app.before_request
     async def load_user() -> None:
         g.user = None
+        session = request_ctx.session
+        if isinstance(session, ServerSession) and session.sid is None and session.candidate is None:
+            # No session, so nobody logged in: no loader call, no store read.
+            return
         g.qapp_user_unknown = False
         try:
             g.user = await _session_user()

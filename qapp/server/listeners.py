@@ -74,6 +74,44 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
+class AddressInUse(OSError):
+    """Another server already listens on an address this one was told to bind."""
+
+
+def _tcp_binds(config: Config) -> list[tuple[str, int]]:
+    found = []
+    for bind in [*config.bind, *(config.insecure_bind if config.ssl_enabled else [])]:
+        if bind.startswith(("unix:", "fd://")):
+            continue
+        host, _, port = bind.rpartition(":")
+        if port.isdigit() and int(port) != 0:
+            found.append((host.strip("[]") or "0.0.0.0", int(port)))
+    return found
+
+
+def refuse_busy(config: Config) -> None:
+    """Raise :class:`AddressInUse` if anything listens on an address ``config`` binds.
+
+    Each worker's socket sets ``SO_REUSEPORT``, and so may any other
+    server's: the kernel would then let a second server bind the same port
+    and split the connections between the two, silently (two servers on
+    two SQLite files handed out the same numbers). A probe bound *without*
+    ``SO_REUSEPORT`` fails while any socket listens there, whoever owns it.
+    """
+    for host, port in _tcp_binds(config):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: a server that just stopped leaves connections in
+            # TIME_WAIT, which must not count as busy; a listener still does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise AddressInUse(
+                    exc.errno, f"{host}:{port} is already in use by another server ({exc.strerror})"
+                ) from None
+
+
 def worker_sockets(config: Config) -> list[Sockets]:
     """One set of listening sockets per worker of ``config``, in worker order.
 
@@ -84,6 +122,7 @@ def worker_sockets(config: Config) -> list[Sockets]:
     several workers; if the kernel still refuses a second bind, every worker
     shares the first set.
     """
+    refuse_busy(config)
     first = config.create_sockets()
     if config.workers < 2 or not _balanceable(config):
         return [first] * max(config.workers, 1)

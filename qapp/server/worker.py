@@ -40,10 +40,14 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 from multiprocessing.synchronize import Event
 
 from hypercorn.config import Config, Sockets
 from hypercorn.typing import WorkerFunc
+
+#: Set (to anything) by ``qapp serve --h2c``: leave cleartext HTTP/2 on.
+H2C_VARIABLE = "QAPP_H2C"
 
 #: ``gc.set_threshold`` arguments for a worker: young, middle, old.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -53,6 +57,27 @@ def tune_gc() -> None:
     """Set the worker's collector thresholds and freeze everything allocated so far."""
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
+
+
+def http1_only() -> None:
+    """Serve HTTP/1.1 only on plain TCP: no h2c upgrade, no prior-knowledge HTTP/2.
+
+    hypercorn switches a cleartext connection to HTTP/2 when the client asks
+    (``Upgrade: h2c``, or the HTTP/2 preface), and has no setting to refuse.
+    HTTP/2's streams let one connection start hundreds of requests at once:
+    a burst of opened-and-reset streams ran computations for clients that
+    had already gone, then died with a traceback. Behind a TLS proxy (the
+    way to serve HTTP/2 to browsers) cleartext HTTP/2 buys nothing, so the
+    check that switches is replaced by one that never does: an h2c upgrade
+    is answered in HTTP/1.1, as RFC 9110 allows, and the preface is a bad
+    request. ``qapp serve --h2c`` keeps hypercorn's behaviour.
+    """
+    from hypercorn.protocol.h11 import H11Protocol
+
+    async def check_protocol(self: H11Protocol, event: object) -> None:
+        return None
+
+    H11Protocol._check_protocol = check_protocol  # type: ignore[method-assign]
 
 
 def run(
@@ -66,5 +91,7 @@ def run(
     # freeze covers it, and the worker then finds it in sys.modules.
     module, _, _ = config.application_path.partition(":")
     importlib.import_module(module)
+    if not os.environ.get(H2C_VARIABLE):
+        http1_only()
     tune_gc()
     worker_func(config, sockets, shutdown_event)

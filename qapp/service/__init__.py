@@ -15,7 +15,7 @@ from quart import Quart
 
 from qapp import routes
 from qapp.ext import Qapp
-from qapp.service import auth, config, errors, validation
+from qapp.service import auth, config, errors, lab, validation
 from qapp.service.session_counter import COUNTER
 
 __all__ = ["create_app"]
@@ -46,7 +46,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
     # Bad bodies are refused before the session hook reads any store.
     validation.init_app(app)
     qapp = Qapp(
-        app, stores=stores, session_ttl=settings.get("SESSION_TTL"), session_values=[COUNTER]
+        app,
+        stores=stores,
+        session_ttl=settings.get("SESSION_TTL"),
+        session_values=[COUNTER, lab.SESSION_VALUE],
     )
     qapp.user_loader(auth.load_user)
     routes.register(app)

@@ -11,10 +11,11 @@ This module fills the gaps:
   pattern, a strategy's names), registered by the module that owns the rule;
 - :class:`Provider` adds the error answers that every operation can give,
   because the hooks that give them run before any route: 400 for a body
-  declared JSON that is not, 413 for a body over the limit, 415 for a
-  non-JSON body on POST/PUT/PATCH/DELETE, 503 when a store is down
-  (a session cookie is read from the store on every route), and 404 where
-  a path parameter can name nothing.
+  declared JSON that is not, 413 for a body over the limit, 403 (another
+  site's request), 408 (a body too slow) and 415 (not JSON) on
+  POST/PUT/PATCH/DELETE, 429 over a rate limit or the session quota, 503
+  when a store is down (a session cookie is read from the store on every
+  route), and 404 where a path parameter can name nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ _ERRORS = {
     404: "Nothing here: no such strategy, key or path",
     409: "Taken",
     413: "Request body over 64 KiB",
+    403: "A state-changing request that another site's page made the browser send",
+    408: "The request body did not arrive in time",
     415: "A body on POST, PUT, PATCH or DELETE that is not declared JSON",
+    429: "Over a rate limit or quota; retry after Retry-After seconds",
     503: "A store cannot be reached (or is busy); retry after Retry-After seconds",
 }
 
@@ -135,9 +139,10 @@ class Provider(OpenAPIProvider):
             for method, operation in operations.items():
                 # quart-schema shares one dict between the methods of a rule.
                 responses = operation["responses"] = dict(operation["responses"])
-                statuses = [*own, 400, 413, 503]
+                # 429: any answer may start a session, and new sessions have a quota.
+                statuses = [*own, 400, 413, 429, 503]
                 if method in _BODY_METHODS:
-                    statuses.append(415)
+                    statuses += [403, 408, 415]
                 if rule.arguments:
                     statuses.append(404)
                 for status in statuses:

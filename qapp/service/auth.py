@@ -26,25 +26,46 @@ is checked against a dummy hash, so timing does not tell them apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, g
+from quart import Blueprint, current_app, g
 from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from qapp.ext import get_store, login_required, login_user, logout_user
+from qapp.ext import (
+    client_address,
+    get_store,
+    login_required,
+    login_user,
+    logout_user,
+)
 from qapp.service.apidoc import NoContent, document_response, errors
 from qapp.service.errors import APIError
+from qapp.service.limits import throttle
 from qapp.state import Store
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 #: Seconds a name stays claimed by a registration that has not finished hashing.
 CLAIM_TTL = 30.0
+#: Seconds a login or registration waits for a free hashing slot before a 503.
+HASH_WAIT = 2.0
+#: Where each worker keeps its hashing slots and threads, in ``app.extensions``.
+HASH_SLOTS = "qapp.auth.hash_slots"
+HASH_THREADS = "qapp.auth.hash_threads"
+#: How much lower than the event loop the hashing threads run (a nice value).
+HASH_NICENESS = 10
+
+R = TypeVar("R")
 
 
 class Credentials(BaseModel):
@@ -90,8 +111,51 @@ def _password_matches(stored: str | None, password: str) -> bool:
 
 @bp.before_app_serving
 async def warm_dummy_hash() -> None:
-    """Make the dummy hash at startup, so the first unknown login costs no more than others."""
-    await asyncio.to_thread(_dummy_hash)
+    """Make the dummy hash at startup, so the first unknown login costs no more than others.
+
+    Also give this worker its hashing slots: scrypt takes tens of
+    milliseconds of CPU and 32 MiB per hash, so a flood of logins must
+    queue briefly or be refused, not run all at once.
+    """
+    slots = int(current_app.config["HASH_CONCURRENCY"])
+    current_app.extensions[HASH_SLOTS] = asyncio.Semaphore(slots)
+    current_app.extensions[HASH_THREADS] = ThreadPoolExecutor(
+        slots, thread_name_prefix="qapp-hash", initializer=_yield_cpu
+    )
+    await _hash_work(_dummy_hash)
+
+
+@bp.after_app_serving
+async def stop_hash_threads() -> None:
+    """Let this worker's hashing threads finish and go."""
+    current_app.extensions.pop(HASH_THREADS).shutdown(wait=True)
+
+
+def _yield_cpu() -> None:
+    """Run this hashing thread at a lower CPU priority than the event loop.
+
+    scrypt keeps a core busy for tens of milliseconds per hash. At equal
+    priority a flood of logins left the kernel sharing the cores evenly
+    between hashes and event loops, and /health waited half a second; at
+    nice 10 the loops come first and hashing uses what they leave.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+
+
+async def _hash_work(func: Callable[..., R], *args: str | None) -> R:
+    """Run ``func`` (a password hash or check) in a thread, a few at a time per worker."""
+    slots: asyncio.Semaphore = current_app.extensions[HASH_SLOTS]
+    try:
+        async with asyncio.timeout(HASH_WAIT):
+            await slots.acquire()
+    except TimeoutError:
+        raise APIError(503, "busy", "too many password checks at once; retry soon") from None
+    try:
+        threads: ThreadPoolExecutor = current_app.extensions[HASH_THREADS]
+        return await asyncio.get_running_loop().run_in_executor(threads, func, *args)
+    finally:
+        slots.release()
 
 
 async def load_user(username: str) -> User | None:
@@ -112,6 +176,7 @@ def _taken(username: str) -> APIError:
 @errors(409)
 async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
+    await throttle("REGISTER_CLIENT_LIMIT", client_address(), "register-client")
     store = users()
     key = data.username
     # Claim the name first with the atomic add, then hash: losers of a race
@@ -124,7 +189,7 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
         # past the claim's ttl (a thread pool backed up) would overwrite the
         # user of a later registration. Give up in good time instead.
         async with asyncio.timeout(CLAIM_TTL / 2):
-            hashed = await asyncio.to_thread(generate_password_hash, data.password)
+            hashed = await _hash_work(generate_password_hash, data.password)
         await store.set(key, {"username": data.username, "password_hash": hashed})
     except TimeoutError:
         await asyncio.shield(store.delete(key))
@@ -141,9 +206,13 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 @errors(401)
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
+    # Counted before the password is checked: a refused guess costs no hash,
+    # and every guess counts, right or wrong, so the limit cannot be probed.
+    await throttle("LOGIN_CLIENT_LIMIT", client_address(), "login-client")
+    await throttle("LOGIN_LIMIT", data.username, "login-account")
     record = await users().get(data.username)
     stored = record.get("password_hash") if isinstance(record, dict) else None
-    if not await asyncio.to_thread(_password_matches, stored, data.password):
+    if not await _hash_work(_password_matches, stored, data.password):
         raise APIError(401, "invalid_credentials", "unknown username or wrong password")
     # A new id, written with the user in it: an id known before login is
     # worthless. If the store fails midway, nothing of the login is kept.

@@ -1,7 +1,9 @@
 """The shared cache: JSON values that survive requests and are seen by every worker.
 
 ``PUT /cache/<key>?ttl=S`` stores the body (any JSON value, ``null``
-included) for ``S`` seconds (fractions allowed; no ``ttl``: until deleted);
+included) for ``S`` seconds (fractions allowed; no ``ttl``: the longest a
+cache entry may live, ``CACHE_MAX_TTL``, a day by default, so that every
+entry expires);
 ``GET`` answers ``{"key", "value"}``; ``DELETE`` removes it. Values live in
 the ``cache`` namespace of the cache store, so they are
 shared by all workers of a host (SQLite) or of every host (Redis).
@@ -15,12 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, RootModel
-from quart import Blueprint
+from quart import Blueprint, current_app
 from quart_schema import document_request, validate_querystring
 
-from qapp.ext import get_store
+from qapp.ext import client_address, get_store
 from qapp.service.apidoc import NoContent, document_response
 from qapp.service.errors import APIError
+from qapp.service.limits import throttle
 from qapp.service.validation import TTL, check_key, json_body
 from qapp.state import JSONValue, Store
 
@@ -61,7 +64,12 @@ async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
     """Store the body at ``key`` for everyone, for ``ttl`` seconds if given."""
     check_key(key)
     value = await json_body()
-    await _cache().set(key, {"value": value}, ttl=query_args.ttl)
+    longest = float(current_app.config["CACHE_MAX_TTL"])
+    if query_args.ttl is not None and query_args.ttl > longest:
+        raise APIError(400, "invalid_query", f"ttl: at most {longest:g} seconds")
+    # Counted last, so that a request refused for its input costs no quota.
+    await throttle("CACHE_QUOTA", client_address(), "cache-write")
+    await _cache().set(key, {"value": value}, ttl=query_args.ttl or longest)
     return "", 204
 
 

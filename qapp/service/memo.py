@@ -1,34 +1,33 @@
-"""A memo with single flight: an expensive value computed once, however many ask at once.
+"""A memo on ``cached``: an expensive value computed once, however many ask at once.
 
 ``GET /memo/<key>`` answers ``{"key", "value", "cached", "computations"}``.
 The value takes ``MEMO_WORK`` seconds to compute (0.2 by default: simulated
 work, an ``asyncio.sleep``), is kept in the cache store for ``MEMO_TTL``
 seconds (300 by default) and is then computed afresh on demand.
 
-Single flight, across every worker that shares the store:
+The route is the library's ``cached`` (:mod:`qapp.flight`, through
+:func:`qapp.ext.cached`) and nothing else. Single flight, across every worker
+of every host that shares the store:
 
-1. A cached value is answered at once (``cached: true``).
-2. Otherwise the request tries, without waiting, to take the store lock
-   ``memo:<key>``. Exactly one request gets it; it checks the cache once
-   more (the value may have landed meanwhile), computes, counts the
-   computation with ``incr``, stores the value and releases the lock.
-3. Everyone else polls the cache until the value appears. The lock has a
-   lease (``MEMO_LEASE``, 5 s), so if the computing worker dies a waiter
-   takes over once it lapses; a waiter that sees no value within
-   ``MEMO_WAIT`` seconds (8 s) gets a 503 with ``Retry-After``.
+1. A kept value is answered at once (``cached: true``).
+2. Otherwise exactly one request computes: the one that takes the store lock
+   of the key. Its lease (``MEMO_LEASE``, 5 s) is renewed while the work
+   runs, so work longer than the lease is still done once, and a worker that
+   dies frees the lock within one lease for a waiter to take over.
+3. Everyone else waits for the value, woken when it lands (Redis pub/sub) or
+   polling (SQLite); a waiter that sees none within ``MEMO_WAIT`` seconds (8 s)
+   gets a 503 with ``Retry-After``.
 
-The guard is the store's lock rather than a key set with ``add`` because a
-lock is released by token: a computation that outlives its lease, and
-whose lock a waiter has taken over meanwhile, cannot free the newer
-holder's lock on its way out and let a third computation start.
+``computations`` counts the computations of the key across all workers,
+atomically in the store: each answer carries the number of the computation
+that made its value. ``cached`` is false only in the answer of the request
+that computed. ``MEMO_STALE`` (0 by default) keeps a value that many seconds
+past its ttl, answered at once while one worker recomputes it.
 
-Keys, in the ``memo`` namespace of the cache store: ``value:<key>`` and
-``count:<key>`` (the total number of computations, never expiring); the
-lock is ``<key>``.
-
-``cached`` is false only in the answer of the request that computed.
-The lease is many times the work: only a computation that outlives it can
-overlap a second one.
+Each setting is a config key or a ``QAPP_MEMO_*`` environment variable.
+Keys, in the ``memo`` namespace of the cache store: ``v:<k>`` (the value),
+``n:<k>`` (the count), and the lock ``<k>``, where ``<k>`` is
+:meth:`~qapp.flight.Cached.key` of ``compute(key)``.
 """
 
 from __future__ import annotations
@@ -36,18 +35,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import random
 import time
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app
+from quart import Blueprint, Quart, current_app
 
-from qapp.ext import get_store
+from qapp.ext import Cached, cached, client_address
 from qapp.service.apidoc import document_response
-from qapp.service.errors import APIError
+from qapp.service.limits import throttle
 from qapp.service.validation import check_key
-from qapp.state import LockTimeout, Store
 
 bp = Blueprint("memo", __name__, url_prefix="/memo")
 
@@ -55,9 +52,13 @@ bp = Blueprint("memo", __name__, url_prefix="/memo")
 DEFAULTS: dict[str, float] = {
     "MEMO_WORK": 0.2,
     "MEMO_TTL": 300.0,
+    "MEMO_STALE": 0.0,
     "MEMO_LEASE": 5.0,
     "MEMO_WAIT": 8.0,
 }
+
+#: Where each app keeps its memo (a :class:`~qapp.flight.Cached`) in ``app.extensions``.
+EXTENSION = "qapp.memo"
 
 
 class MemoValue(BaseModel):
@@ -77,9 +78,9 @@ class MemoAnswer(BaseModel):
     computations: int
 
 
-def _setting(name: str) -> float:
-    value: float = current_app.config.get(name, DEFAULTS[name])
-    return value
+def _setting(name: str, app: Quart | None = None) -> float:
+    # From the environment it is a string.
+    return float((app or current_app).config.get(name, DEFAULTS[name]))
 
 
 async def compute(key: str) -> dict[str, Any]:
@@ -92,21 +93,20 @@ async def compute(key: str) -> dict[str, Any]:
     }
 
 
-async def _answer(store: Store, key: str, value: Any, cached: bool) -> dict[str, Any]:
-    computations = await store.get(f"count:{key}")
-    return {"key": key, "value": value, "cached": cached, "computations": computations or 0}
-
-
-async def _compute(store: Store, key: str) -> dict[str, Any]:
-    """Compute, count and cache the value of ``key``; the caller holds its lock."""
-    # Another request may have computed and released between our miss and our lock.
-    hit = await store.get(f"value:{key}")
-    if isinstance(hit, dict):
-        return await _answer(store, key, hit["value"], cached=True)
-    value = await compute(key)
-    computations = await store.incr(f"count:{key}")
-    await store.set(f"value:{key}", {"value": value}, ttl=_setting("MEMO_TTL"))
-    return {"key": key, "value": value, "cached": False, "computations": computations}
+def memo_of(app: Quart | None = None) -> Cached[[str], dict[str, Any]]:
+    """The app's memo: :func:`compute` under ``cached``, with the app's settings."""
+    target = app or current_app
+    memo: Cached[[str], dict[str, Any]] | None = target.extensions.get(EXTENSION)
+    if memo is None:
+        memo = cached(
+            ttl=_setting("MEMO_TTL", target),
+            stale=_setting("MEMO_STALE", target),
+            lease=_setting("MEMO_LEASE", target),
+            wait=_setting("MEMO_WAIT", target),
+            namespace="memo",
+        )(compute)
+        target.extensions[EXTENSION] = memo
+    return memo
 
 
 @bp.get("/<path:key>")
@@ -114,24 +114,16 @@ async def _compute(store: Store, key: str) -> dict[str, Any]:
 async def memo(key: str) -> dict[str, Any]:
     """The memoised value of ``key``, computed by one request across all workers."""
     check_key(key)
-    store = get_store("cache").namespace("memo")
-    deadline = time.monotonic() + _setting("MEMO_WAIT")
-    delay = 0.005
-    while True:
-        hit = await store.get(f"value:{key}")
-        if isinstance(hit, dict):
-            return await _answer(store, key, hit["value"], cached=True)
-        # wait=0: one try. The lock is released on the way out even when the
-        # client goes away mid-computation, so waiters need not sit out the lease.
-        # Only taking the lock raises LockTimeout; _compute never does.
-        try:
-            async with store.lock(key, timeout=_setting("MEMO_LEASE"), wait=0):
-                return await _compute(store, key)
-        except LockTimeout:
-            pass  # another request computes; wait for its value
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise APIError(503, "busy", f"the value of {key!r} is still being computed; retry")
-        # Jittered backoff: many waiters must not poll the store in step.
-        await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-        delay = min(delay * 2, 0.05)
+    memo = memo_of()
+    if not await memo.computations(key):
+        # A key never computed (or long forgotten) costs a computation: each
+        # client may ask for so many new ones (MEMO_QUOTA), so that one
+        # client cannot run the work for thousands of made-up keys.
+        await throttle("MEMO_QUOTA", client_address(), "memo-new")
+    info = await memo.get_with_info(key)
+    return {
+        "key": key,
+        "value": info.value,
+        "cached": info.cached,
+        "computations": info.computations,
+    }

@@ -20,9 +20,9 @@ cookie it set. ``GET`` never creates a session.
 from __future__ import annotations
 
 from pydantic import BaseModel
-from quart import Blueprint, session
+from quart import Blueprint
 
-from qapp.ext import ServerSession
+from qapp.ext import session
 from qapp.service.apidoc import document_response
 
 bp = Blueprint("session_counter", __name__, url_prefix="/session/counter")
@@ -37,15 +37,11 @@ class SessionCounter(BaseModel):
     counter: int
 
 
-def _session() -> ServerSession:
-    return session  # type: ignore[return-value]
-
-
 @bp.get("")
 @document_response(SessionCounter, 200)
 async def read() -> dict[str, int]:
     """This client's counter; 0 if it has none yet."""
-    value = await _session().value(COUNTER)
+    value = await session.value(COUNTER)
     return {"counter": value if isinstance(value, int) else 0}
 
 
@@ -53,19 +49,19 @@ async def read() -> dict[str, int]:
 @document_response(SessionCounter, 200)
 async def inc() -> dict[str, int]:
     """Add one to this client's counter, atomically in the session store."""
-    return {"counter": await _session().incr(COUNTER)}
+    return {"counter": await session.incr(COUNTER)}
 
 
 @bp.post("/dec")
 @document_response(SessionCounter, 200)
 async def dec() -> dict[str, int]:
     """Subtract one from this client's counter, atomically in the session store."""
-    return {"counter": await _session().incr(COUNTER, -1)}
+    return {"counter": await session.incr(COUNTER, -1)}
 
 
 @bp.post("/reset")
 @document_response(SessionCounter, 200)
 async def reset() -> dict[str, int]:
     """Set this client's counter to 0."""
-    await _session().set_value(COUNTER, 0)
+    await session.set_value(COUNTER, 0)
     return {"counter": 0}

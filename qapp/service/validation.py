@@ -23,6 +23,7 @@ the stores can keep: JSON as RFC 8259 defines it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Annotated, Any, NoReturn
@@ -87,8 +88,24 @@ def check_key(key: str) -> str:
     return key
 
 
+class NotJSON(ValueError):
+    """A body that the strict parser refuses, with a reason fit to show the client."""
+
+
+#: The most digits a JSON integer may have: Python's own limit for turning
+#: text into an int, checked here so that its message (which names an
+#: interpreter setting) never reaches a client.
+MAX_INT_DIGITS = 4300
+
+
 def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+    raise NotJSON(f"{name} is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise NotJSON(f"a number has more than {MAX_INT_DIGITS} digits")
+    return int(text)
 
 
 def _check_tree(value: Any) -> None:
@@ -105,10 +122,10 @@ def _check_tree(value: Any) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError("a string holds a lone surrogate, which is not text") from None
+                raise NotJSON("a string holds a lone surrogate, which is not text") from None
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
-                raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+                raise NotJSON(f"JSON nested deeper than {MAX_DEPTH} levels")
             if isinstance(item, dict):
                 stack.extend((key, depth) for key in item)
                 stack.extend((child, depth + 1) for child in item.values())
@@ -119,7 +136,7 @@ def _check_tree(value: Any) -> None:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} does not fit in a float")
+        raise NotJSON(f"number {text[:40]} does not fit in a float")
     return value
 
 
@@ -137,10 +154,11 @@ class StrictJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("parse_constant", _reject_constant)
         kwargs.setdefault("parse_float", _finite_float)
+        kwargs.setdefault("parse_int", _bounded_int)
         try:
             value = super().loads(s, **kwargs)
         except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+            raise NotJSON("JSON nested too deeply") from None
         _check_tree(value)
         return value
 
@@ -150,35 +168,40 @@ class StrictJSONProvider(DefaultJSONProvider):
         return to_jsonable_python(o)
 
 
+def _reason(error: Exception | None) -> str:
+    """Why a body did not parse, in words that reveal nothing of the server's internals."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno} column {error.colno}"
+    if isinstance(error, NotJSON):
+        return str(error)
+    return "it cannot be read"
+
+
 class StrictRequest(Request):
     """A request whose JSON errors are the project's 400, with the parser's reason."""
 
     def on_json_loading_failed(self, error: Exception) -> Any:
-        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}")
-
-
-def _raw_header(name: bytes) -> bytes | None:
-    """The current request's header ``name`` (lowercase) as the server passed it, or None."""
-    # From the ASGI scope rather than request.headers: werkzeug's Headers.get
-    # raises and catches a KeyError for every header that is missing, and
-    # this runs on every request, for headers that are usually missing.
-    for key, value in request.scope["headers"]:
-        if key.lower() == name:
-            return bytes(value)
-    return None
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {_reason(error)}")
 
 
 def has_body() -> bool:
     """True if the current request announces a body (a length above 0, or chunks)."""
-    if _raw_header(b"content-length") is not None and request.content_length:
+    # One pass over the raw headers: most requests have neither.
+    length = encoding = None
+    for key, value in request.scope["headers"]:
+        name = key.lower()
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            encoding = bytes(value)
+    if length is not None and length != b"0" and request.content_length:
         return True
-    encoding = _raw_header(b"transfer-encoding")
     return encoding is not None and b"chunked" in encoding.lower()
 
 
 async def check_body() -> None:
     """Refuse an oversized, non-JSON or unparsable body before any route runs."""
-    if request.routing_exception is not None or not has_body():
+    if not has_body() or request.routing_exception is not None:
         # A 404 or 405 is answered as such whatever the body.
         return
     limit = request.max_content_length
@@ -221,7 +244,7 @@ def _describe(error: Exception) -> str:
 def init_app(app: Quart) -> None:
     """Install strict JSON parsing, the body checks, quart-schema and its error answers.
 
-    ``/openapi.json`` describes the API and ``/docs`` renders it (Swagger UI).
+    ``/openapi.json`` describes the API (``/docs``, :mod:`qapp.service.apiui`, renders it).
     """
     plain_make_response = app.make_response
     QuartSchema(
@@ -229,6 +252,8 @@ def init_app(app: Quart) -> None:
         info={"title": "qapp", "version": "0.1.0"},
         redoc_ui_path=None,
         scalar_ui_path=None,
+        # Served by qapp.service.apiui, from this server, not from a CDN.
+        swagger_ui_path=None,
         conversion_preference="pydantic",
         openapi_provider_class=apidoc.Provider,
     )

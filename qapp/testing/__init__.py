@@ -3,7 +3,8 @@
 - :class:`HypercornServer` starts your app (``module:app``) under real
   hypercorn worker processes (``qapp serve``: a crashed worker is replaced,
   each worker has its own socket) on a free loopback port, and stops it;
-- :class:`RedisServer` does the same for a throwaway redis-server;
+- :class:`RedisServer` and :class:`PostgresServer` do the same for a
+  throwaway redis-server or PostgreSQL (``initdb`` + ``pg_ctl``);
 - :func:`race` / :func:`fire` send a burst of concurrent requests and report
   answers, distinct values, repeats, statuses and workers seen.
 
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+from qapp.testing.postgres import PostgresServer
 from qapp.testing.race import Answer, RaceReport, fire, fresh_connections, race
 from qapp.testing.servers import (
     HypercornServer,
@@ -32,6 +34,7 @@ from qapp.testing.servers import (
 __all__ = [
     "Answer",
     "HypercornServer",
+    "PostgresServer",
     "RaceReport",
     "RedisServer",
     "ServerError",

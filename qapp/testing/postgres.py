@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["PostgresServer", "PostgresServerError", "free_port", "postgres_bindir"]
+from qapp.testing.servers import free_port, log_tail
+
+__all__ = ["PostgresServer", "PostgresServerError", "postgres_bindir"]
 
 #: The system user that owns the server's files when we run as root.
 SYSTEM_USER = "postgres"
@@ -38,16 +39,6 @@ SUPERUSER = "postgres"
 
 class PostgresServerError(RuntimeError):
     """The server could not be set up, started or stopped; the message has its log."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (never 5432)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port != 5432:
-            return port
 
 
 def postgres_bindir() -> Path:
@@ -74,13 +65,6 @@ def postgres_bindir() -> Path:
 
 def _major(name: str) -> int:
     return int(name) if name.isdigit() else -1
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class PostgresServer:
@@ -160,11 +144,11 @@ class PostgresServer:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise PostgresServerError(f"{argv[0]} timed out:\n{_tail(self.log_path)}") from exc
+            raise PostgresServerError(f"{argv[0]} timed out:\n{log_tail(self.log_path)}") from exc
         if done.returncode != 0:
             raise PostgresServerError(
                 f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
-                f"server log:\n{_tail(self.log_path)}"
+                f"server log:\n{log_tail(self.log_path)}"
             )
         return done.stdout
 

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -93,14 +94,21 @@ class RaceReport:
         return {a.worker for a in self.ok if a.worker is not None}
 
 
-def fresh_connections(concurrency: int, timeout: float = 90.0) -> httpx.AsyncClient:
+def fresh_connections(
+    concurrency: int, timeout: float = 90.0, *, keep_cookies: bool = True
+) -> httpx.AsyncClient:
     """A client that opens a new connection for every request.
 
     Reused keep-alive connections would pin each lane to one worker; a fresh
-    connection is accepted by whichever worker gets there first.
+    connection is accepted by whichever worker gets there first. With
+    ``keep_cookies=False`` each request is a new client too: a cookie one
+    answer sets is not sent with the next.
     """
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, headers={"Connection": "close"})
+    jar = None if keep_cookies else CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, headers={"Connection": "close"}, cookies=jar
+    )
 
 
 async def fire(
@@ -126,6 +134,10 @@ async def fire(
         client: an httpx client to use (default: :func:`fresh_connections`).
         on_answer: called after each answer, e.g. to advance a progress bar.
     """
+    sent = dict(headers or {})
+    if cookies:
+        # As a header: httpx deprecates cookies given per request.
+        sent["Cookie"] = "; ".join(f"{name}={val}" for name, val in cookies.items())
     pick_value = _field(value) if isinstance(value, str) else value
     pick_worker = _field(worker) if isinstance(worker, str) else worker
     report = RaceReport(requests=requests, seconds=0.0)
@@ -135,9 +147,7 @@ async def fire(
         # The lanes share one iterator: each takes the next request until none are left.
         for _ in pending:
             try:
-                response = await http.request(
-                    method, url, json=json, headers=headers, cookies=cookies
-                )
+                response = await http.request(method, url, json=json, headers=sent)
             except httpx.HTTPError:
                 answer = Answer(0)
             else:
@@ -153,7 +163,9 @@ async def fire(
     started = time.perf_counter()
     lanes = min(concurrency, requests)
     if client is None:
-        async with fresh_connections(lanes) as own:
+        # Every request its own client: no cookie an answer sets is sent on
+        # (pass ``cookies`` to send one with all of them).
+        async with fresh_connections(lanes, keep_cookies=False) as own:
             await asyncio.gather(*(lane(own) for _ in range(lanes)))
     else:
         await asyncio.gather(*(lane(client) for _ in range(lanes)))

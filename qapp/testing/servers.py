@@ -25,6 +25,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+
+def loop_name() -> str:
+    """The event loop of qapp's granian workers (:func:`qapp.server.granian.loop_name`)."""
+    from qapp.server.granian import loop_name as granian_loop
+
+    return granian_loop()
+
+
 #: The repository's server config, when qapp runs from a checkout.
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "hypercorn.toml"
 
@@ -37,12 +45,18 @@ class ServerError(RuntimeError):
     """A server did not start (or stop) as expected; the message has its log."""
 
 
+#: Ports of the machine's own servers, which a test server must never take.
+SHARED_PORTS = frozenset({5432, 6379})
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (never a shared one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in SHARED_PORTS:
+            return port
 
 
 def redis_server_binary() -> str:
@@ -63,7 +77,8 @@ def redis_server_binary() -> str:
     return binary
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a server's log, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -101,14 +116,14 @@ class _Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                log = _tail(self.log_path)
+                log = log_tail(self.log_path)
                 self.stop()
                 raise ServerError(f"{self.name} exited early:\n{log}")
             if check():
                 return
             time.sleep(0.05)
         self.stop()
-        raise ServerError(f"{self.name} not ready within {timeout}s:\n{_tail(self.log_path)}")
+        raise ServerError(f"{self.name} not ready within {timeout}s:\n{log_tail(self.log_path)}")
 
     @property
     def pid(self) -> int:
@@ -163,26 +178,38 @@ class RedisServer(_Process):
     """A throwaway redis-server on a free loopback port, persisting nothing.
 
     ``kill()`` then ``start()`` restarts it on the same port, as a real
-    outage and recovery would.
+    outage and recovery would. ``host`` is the address it binds and is
+    reached at, ``prefix`` what its command line starts with (e.g.
+    ``["ip", "netns", "exec", "host-s"]`` to run it in a network namespace).
     """
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, *, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        extra: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.port = port or free_port()
         self.extra = list(extra)
+        self.host = host
+        self.prefix = list(prefix)
         self.binary = redis_server_binary()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> Self:
         argv = [
+            *self.prefix,
             self.binary,
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.logdir),
@@ -196,7 +223,7 @@ class RedisServer(_Process):
     def ping(self) -> bool:
         """True if the server answers PING."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
@@ -216,7 +243,11 @@ class HypercornServer(_Process):
     stays open) given here override the config (qapp's ``hypercorn.toml``
     by default). By default it runs ``qapp serve``: a worker that dies is
     replaced, and each worker has its own listening socket.
-    ``supervised=False`` runs plain ``hypercorn -c``.
+    ``supervised=False`` runs plain ``hypercorn -c``. ``server="granian"``
+    serves on granian instead: ``qapp serve --server granian``, or plain
+    ``granian`` unsupervised. ``host`` is the address
+    it binds and is reached at, ``prefix`` what its command line starts with
+    (e.g. ``["ip", "netns", "exec", "host-a"]`` to run it in a network namespace).
 
     It is ready once every worker serves: for qapp's service, once each has
     answered ``/health``; for another app, once each has said it is running.
@@ -235,9 +266,15 @@ class HypercornServer(_Process):
         keep_alive: int | None = None,
         supervised: bool = True,
         cwd: Path | None = None,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        server: str = "hypercorn",
     ) -> None:
         super().__init__()
+        self.server = server
         self.cwd = cwd
+        self.host = host
+        self.prefix = list(prefix)
         self.workers = workers
         self.port = port or free_port()
         self.env = dict(env or {})
@@ -255,16 +292,23 @@ class HypercornServer(_Process):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Self:
-        options = ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        options = ["--bind", f"{self.host}:{self.port}", "--workers", str(self.workers)]
         if self.keep_alive is not None:
             options += ["--keep-alive", str(int(self.keep_alive))]
         if self.supervised:
             # `qapp serve`: the same config, with crashed workers replaced.
             argv = [sys.executable, "-m", "qapp.tools.cli", "serve", "--config", str(self.config)]
-            argv += [*options, "--app", self.app]
+            argv += [*options, "--app", self.app, "--server", self.server]
+        elif self.server == "granian":
+            argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1"]
+            argv += ["--loop", loop_name(), "--host", self.host, "--port", str(self.port)]
+            argv += ["--workers", str(self.workers), "--backlog", "2048"]
+            if self.keep_alive is not None:
+                argv += ["--http1-header-read-timeout", str(int(self.keep_alive * 1000))]
+            argv.append(self.app)
         else:
             argv = [sys.executable, "-m", "hypercorn"]
             if self.config.exists():
@@ -274,7 +318,7 @@ class HypercornServer(_Process):
         # A restart has new workers: the pids seen before must not count.
         self._seen = set()
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._spawn(argv, env, self.cwd)
+        self._spawn([*self.prefix, *argv], env, self.cwd)
         self._wait_ready(self.healthy, timeout)
         self._wait_ready(self.all_workers_up if self.is_qapp else self.all_running, timeout)
         return self

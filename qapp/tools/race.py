@@ -24,6 +24,10 @@ out (its first increment read that value); its value after is read with GET.
 So locked on 4 workers loses nothing yet repeats numbers, unsafe does
 both, and a correct shared counter does neither. The counts assume nobody
 else increments the same counters during the run.
+
+With --lab sessions,stampede it also fires the lab's two more rows on each
+server (a session dict against session.incr, cache-aside against cached;
+see qapp.tools.race_lab), and --strategy none skips the counters.
 """
 
 from __future__ import annotations
@@ -242,8 +246,13 @@ def spawn_matrix(
     requests: int,
     concurrency: int,
     progress: Progress,
+    each_server: Callable[[str, int, str], None] | None = None,
 ) -> list[Outcome]:
-    """Start hypercorn for each (store, workers) pair, race every strategy, stop it all."""
+    """Start hypercorn for each (store, workers) pair, race every strategy, stop it all.
+
+    ``each_server(url, workers, label)``, if given, runs on each server after
+    the strategies (``qapp race --lab`` fires its rows there).
+    """
     outcomes: list[Outcome] = []
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer()) if "redis" in stores else None
@@ -272,4 +281,6 @@ def spawn_matrix(
                         label=f"{store} ×{workers} ",
                     )
                 )
+                if each_server is not None:
+                    each_server(server.url, workers, f"{store} ×{workers} ")
     return outcomes

@@ -1,6 +1,7 @@
 """``qapp race``: the command's arguments, its table and its exit status.
 
-What it fires and how it counts is :mod:`qapp.tools.race`.
+What it fires and how it counts is :mod:`qapp.tools.race` (the counters)
+and :mod:`qapp.tools.race_lab` (the lab's rows, ``--lab``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from rich.table import Table
 
 from qapp.service.counters import STRATEGIES
 from qapp.testing import ServerError
+from qapp.tools import failover, race_lab
 from qapp.tools import race as lab
 from qapp.tools.race import SPAWN_STORES, Outcome, RaceError
+from qapp.tools.race_lab import ROWS, LabOutcome
 
 # --- output --------------------------------------------------------------------
 
@@ -59,10 +62,47 @@ def render(outcomes: Sequence[Outcome], requests: int, concurrency: int) -> Tabl
     return table
 
 
+def render_lab(outcomes: Sequence[LabOutcome], requests: int, concurrency: int) -> Table:
+    """The lab's rows as one table: a row per row × strategy × store × workers.
+
+    sessions count how far the counter moved and the increments lost;
+    stampede counts the computations and those beyond the first.
+    """
+    table = Table(
+        title=f"qapp race --lab: {requests} requests per row, {concurrency} at a time "
+        "(sessions: one cookie; stampede: one cold key)"
+    )
+    for name in ("row", "strategy", "store"):
+        table.add_column(name)
+    for name in ("workers", "answers", "counted", "went wrong", "workers seen", "req/s"):
+        table.add_column(name, justify="right")
+    order = {(row, s): i for i, (row, pair) in enumerate(ROWS.items()) for s in pair}
+    for o in sorted(outcomes, key=lambda o: order[(o.row, o.strategy)]):
+        answers = str(o.answers) if not o.errors else f"{o.answers} [red]({o.errors} failed)[/]"
+        if o.lost is not None:
+            counted, wrong = f"moved {o.counted}", f"lost {_count(o.lost)}"
+        else:
+            counted, wrong = f"computed {o.counted}", f"recomputed {_count(o.recomputed or 0)}"
+        table.add_row(
+            o.row,
+            o.strategy,
+            o.store,
+            "–" if o.workers is None else str(o.workers),
+            answers,
+            counted,
+            wrong,
+            str(o.workers_seen),
+            f"{o.requests_per_second:,.0f}",
+        )
+    return table
+
+
 # --- the command -----------------------------------------------------------------
 
 
 def _names(text: str) -> list[str]:
+    if text.strip() == "none":
+        return []  # --lab rows only
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in STRATEGIES]
     if unknown or not names:
@@ -70,6 +110,16 @@ def _names(text: str) -> list[str]:
             f"unknown strategy {', '.join(unknown) or text!r}; valid: {', '.join(STRATEGIES)}"
         )
     return names
+
+
+def _lab_rows(text: str) -> list[str]:
+    rows = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown or not rows:
+        raise argparse.ArgumentTypeError(
+            f"unknown lab row {', '.join(unknown) or text!r}; valid: {', '.join(ROWS)}"
+        )
+    return rows
 
 
 def _worker_counts(text: str) -> list[int]:
@@ -102,12 +152,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def plain(text: str) -> str:
+    """A docstring as terminal text: without reStructuredText's ``literal`` and *emphasis* marks."""
+    return text.replace("``", "").replace("::\n", ":\n").replace("*", "")
+
+
 def add_parser(commands: Any) -> None:
     """Add race to the qapp command's sub-commands."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "race",
         help="fire concurrent increments at each counter strategy and count lost updates",
-        description=lab.__doc__,
+        description=plain(lab.__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = parser.add_mutually_exclusive_group()
@@ -119,11 +174,24 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="start hypercorn servers of its own for each --workers × --store, then stop them",
     )
+    target.add_argument(
+        "--failover",
+        action="store_true",
+        help="kill a Redis master under --concurrency clients, plain then durable (WAIT 1), "
+        "and count the numbers handed out twice; starts Redis, Sentinel and qapp itself",
+    )
     parser.add_argument(
         "--strategy",
         type=_names,
         default=list(STRATEGIES),
-        help="comma-separated strategies (default: all five)",
+        help="comma-separated strategies (default: all five; none: --lab rows only)",
+    )
+    parser.add_argument(
+        "--lab",
+        type=_lab_rows,
+        default=[],
+        help="also fire the lab's rows, after the counters: sessions (session dict vs "
+        "session.incr), stampede (cache-aside vs cached); comma-separated",
     )
     parser.add_argument(
         "--requests", type=_positive, default=300, help="increments per strategy (default: 300)"
@@ -169,6 +237,23 @@ def race(args: argparse.Namespace) -> int:
         # Piped to a file or pasted into a README: keep every column whole.
         out = Console(width=120)
     err = Console(stderr=True)
+    if args.failover:
+        return failover.command(args, out, err)
+    if not args.strategy and not args.lab:
+        err.print("[bold red]qapp race:[/] nothing to race: --strategy none needs --lab")
+        return 2
+    lab_outcomes: list[LabOutcome] = []
+
+    def lab_rows(url: str, workers: int | None, label: str, progress: Progress) -> None:
+        if args.lab:
+            lab_outcomes.extend(
+                asyncio.run(
+                    race_lab.race_lab(
+                        url, args.lab, args.requests, args.concurrency, progress, workers, label
+                    )
+                )
+            )
+
     try:
         with _progress(err, enabled=not args.json) as progress:
             if args.spawn:
@@ -179,12 +264,14 @@ def race(args: argparse.Namespace) -> int:
                     args.requests,
                     args.concurrency,
                     progress,
+                    each_server=lambda url, workers, label: lab_rows(url, workers, label, progress),
                 )
             else:
                 url = args.url.rstrip("/")
                 outcomes = asyncio.run(
                     lab.race_server(url, args.strategy, args.requests, args.concurrency, progress)
                 )
+                lab_rows(url, None, "", progress)
     except (RaceError, ServerError) as exc:
         err.print(f"[bold red]qapp race:[/] {exc}", highlight=False)
         return 1
@@ -197,7 +284,12 @@ def race(args: argparse.Namespace) -> int:
             "concurrency": args.concurrency,
             "results": [o.as_dict() for o in outcomes],
         }
+        if args.lab:
+            report["lab"] = [o.as_dict() for o in lab_outcomes]
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        out.print(render(outcomes, args.requests, args.concurrency))
+        if args.strategy:
+            out.print(render(outcomes, args.requests, args.concurrency))
+        if args.lab:
+            out.print(render_lab(lab_outcomes, args.requests, args.concurrency))
     return 0

@@ -2,7 +2,8 @@
 //
 // The race panel fires N concurrent POST /counter/<strategy> and draws the
 // numbers that came back; the session panel drives /session/counter and
-// /auth/*. Every API error is put into words in the panel's live region.
+// /auth/*; the lab panel fires the two more races of /lab/*. Every API error
+// is put into words in the panel's live region.
 "use strict";
 
 const MAX_REQUESTS = 500;
@@ -61,9 +62,13 @@ class ApiError extends Error {
   }
 }
 
-/** Call the API; resolve with the JSON answer (null for 204), reject with ApiError. */
-async function api(method, path, body) {
+/**
+ * Call the API; resolve with the JSON answer (null for 204), reject with ApiError.
+ * `cache` is fetch's cache mode, for a caller that needs it (see the lab panel).
+ */
+async function api(method, path, body, cache) {
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (cache) init.cache = cache;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -582,7 +587,118 @@ function initSession() {
   refreshUser();
 }
 
+// ---------------------------------------------------------------- lab panel
+
+const LAB_RACES = {
+  "sessions/naive": "A counter in the session dict, the Flask-Session way: each request loads the whole dict, adds one and writes the whole dict back, over what the others wrote.",
+  "sessions/atomic": "session.incr: one atomic increment in the session store. Every increment counts.",
+  "stampede/naive": "Cache-aside: get, and on a miss compute (half a second) and set. Every request that misses computes.",
+  "stampede/cached": "qapp's cached: one request of all, on any worker, computes; the others wait for its value.",
+};
+
+/** A key nobody has read yet, so that the stampede starts cold. */
+function coldKey() {
+  const bytes = new Uint8Array(6);
+  crypto.getRandomValues(bytes);
+  return `page-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function initLab() {
+  const form = document.getElementById("lab-form");
+  const choice = document.getElementById("lab-row");
+  const count = document.getElementById("lab-count");
+  const fire = document.getElementById("lab-fire");
+  const help = document.getElementById("lab-help");
+  const message = document.getElementById("lab-message");
+  const summary = document.getElementById("lab-summary");
+
+  const showHelp = () => {
+    help.textContent = LAB_RACES[choice.value] || "";
+  };
+  choice.addEventListener("change", showHelp);
+  showHelp();
+
+  let running = false;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (running) return;
+    const n = Number(count.value);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_REQUESTS) {
+      count.setAttribute("aria-invalid", "true");
+      say(message, `Requests must be a whole number from 1 to ${MAX_REQUESTS}.`, "error");
+      count.focus();
+      return;
+    }
+    count.removeAttribute("aria-invalid");
+    const [row, strategy] = choice.value.split("/");
+    running = true;
+    fire.setAttribute("aria-disabled", "true");
+    summary.dataset.state = "running";
+    say(message, `Firing ${plural(n, "request", "requests")} at ${choice.value}…`, "busy");
+    try {
+      let path;
+      if (row === "sessions") {
+        // Both counters at 0, and a session (and cookie) for a browser without one.
+        await api("POST", "/lab/session/reset");
+        path = `/lab/session/${strategy}`;
+      } else {
+        path = `/lab/stampede/${strategy}/${coldKey()}`;
+      }
+      const method = row === "sessions" ? "POST" : "GET";
+      const started = performance.now();
+      // no-store: the browser's HTTP cache lets only one GET of a URL out at a
+      // time, which would queue the stampede in the browser, not the server.
+      const outcomes = await Promise.all(
+        Array.from({ length: n }, () => api(method, path, undefined, "no-store").then(
+          (data) => ({ data }),
+          (error) => ({ error }),
+        )),
+      );
+      const ms = Math.round(performance.now() - started);
+      const answers = outcomes.filter((o) => o.data && Number.isInteger(o.data.worker));
+      const errors = outcomes.filter((o) => o.error).map((o) => o.error);
+      let counted;
+      let wrong;
+      if (row === "sessions") {
+        const counts = await api("GET", "/lab/session");
+        counted = counts[strategy];
+        wrong = answers.length - counted;
+      } else {
+        const data = await api("GET", `${path}/computations`);
+        counted = data.computations;
+        wrong = Math.max(counted - 1, 0);
+      }
+      const workers = new Set(answers.map((o) => o.data.worker)).size;
+      Object.assign(summary.dataset, {
+        state: "done",
+        row,
+        strategy,
+        sent: String(n),
+        answered: String(answers.length),
+        failed: String(n - answers.length),
+        counted: String(counted),
+        wrong: String(wrong),
+        workers: String(workers),
+        ms: String(ms),
+      });
+      const [countedWord, wrongWord] = row === "sessions" ? ["moved", "lost"] : ["computed", "recomputed"];
+      let text = `${choice.options[choice.selectedIndex].text}: sent ${n} · ${countedWord} ${counted}`
+        + ` · ${wrongWord} ${wrong} · workers ${workers} · ${ms} ms`;
+      if (n - answers.length) text += ` · failed ${n - answers.length}`;
+      summary.textContent = text;
+      say(message, errors.length ? describeFailures(errors, n) : "", errors.length ? "error" : "ok");
+    } catch (err) {
+      summary.dataset.state = "idle";
+      say(message, err instanceof ApiError ? err.describe() : String(err), "error");
+    } finally {
+      running = false;
+      fire.setAttribute("aria-disabled", "false");
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   initRace();
   initSession();
+  initLab();
 });
