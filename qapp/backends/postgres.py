@@ -61,7 +61,6 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,6 +68,7 @@ import asyncpg
 import asyncpg.exceptions
 
 from qapp.backends.base import SharedStore
+from qapp.backends.wakeups import WakeupReader
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
@@ -340,7 +340,7 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-class Wakeups:
+class Wakeups(WakeupReader):
     """One worker's LISTEN connection, outside the pool, shared by every listener of one store.
 
     A connection per listener would cost one per waiter. This one LISTENs on
@@ -348,43 +348,25 @@ class Wakeups:
     and wakes the listeners of the name its payload names.
     """
 
+    task_name = "qapp-postgres-wakeups"
+    ready_wait = LISTEN_WAIT
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        # Payload -> the events of this worker's listeners of that name.
-        self._listeners: dict[str, set[asyncio.Event]] = {}
+        super().__init__(url)
         self._listening = asyncio.Event()
         # Set once the first connection has listened or failed: a listener
         # waits for that, not LISTEN_WAIT, while the server is down.
         self._tried = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
 
-    @contextlib.asynccontextmanager
-    async def listen(self, name: str) -> AsyncIterator[Wakeup]:
+    def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
         """Be woken by each notification of ``name`` while inside the block."""
-        event = asyncio.Event()
-        payload = _payload(name)
-        listeners = self._listeners.setdefault(payload, set())
-        listeners.add(event)
-        try:
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._read(), name="qapp-postgres-wakeups")
-            if not self._tried.is_set():
-                # Until LISTEN has run a notification could be missed; a
-                # listener that cannot wait for it polls.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(LISTEN_WAIT):
-                        await self._tried.wait()
-            yield Wakeup(event, self._listening.is_set)
-        finally:
-            listeners.discard(event)
-            if not listeners and self._listeners.get(payload) is listeners:
-                del self._listeners[payload]
+        return self._listen(_payload(name))
 
-    def _wake(self, payload: str | None = None) -> None:
-        groups = self._listeners.values() if payload is None else [self._listeners.get(payload)]
-        for listeners in groups:
-            for event in listeners or ():
-                event.set()
+    def _ready(self) -> asyncio.Event:
+        return self._tried
+
+    def _pushes(self) -> bool:
+        return self._listening.is_set()
 
     def _heard(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._wake(str(payload))

@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from qapp.state import Wakeup
+from qapp.backends.wakeups import WakeupReader
+from qapp.lease import Wakeup
 
 __all__ = ["Wakeups"]
 
@@ -42,47 +42,31 @@ RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
 
 
-class Wakeups:
+class Wakeups(WakeupReader):
     """One worker's pub/sub connection to Redis, shared by every listener of one store."""
 
+    task_name = "qapp-redis-wakeups"
+    ready_wait = SUBSCRIBE_WAIT
+
     def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+        super().__init__(url)
         #: Every channel's name starts with it: ``qapp:w:<db>:``.
         self.prefix = prefix
-        self._listeners: dict[str, set[asyncio.Event]] = {}
         self._subscribed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
 
     def channel(self, name: str) -> str:
         """The channel that carries the notifications of ``name``."""
         return self.prefix + name
 
-    @contextlib.asynccontextmanager
-    async def listen(self, name: str) -> AsyncIterator[Wakeup]:
+    def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
         """Be woken by each notification of ``name`` while inside the block."""
-        event = asyncio.Event()
-        listeners = self._listeners.setdefault(name, set())
-        listeners.add(event)
-        try:
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._read(), name="qapp-redis-wakeups")
-            if not self._subscribed.is_set():
-                # Until Redis confirms the subscription a notification could be
-                # missed; a listener that cannot wait for it simply polls.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SUBSCRIBE_WAIT):
-                        await self._subscribed.wait()
-            yield Wakeup(event, self._subscribed.is_set)
-        finally:
-            listeners.discard(event)
-            if not listeners and self._listeners.get(name) is listeners:
-                del self._listeners[name]
+        return self._listen(name)
 
-    def _wake(self, name: str | None = None) -> None:
-        groups = self._listeners.values() if name is None else [self._listeners.get(name, set())]
-        for listeners in groups:
-            for event in listeners:
-                event.set()
+    def _ready(self) -> asyncio.Event:
+        return self._subscribed
+
+    def _pushes(self) -> bool:
+        return self._subscribed.is_set()
 
     async def _read(self) -> None:
         """Keep the subscription and hand out what it hears, reconnecting until closed."""
