@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -221,33 +221,12 @@ class Qapp:
         """The current app's store called ``name`` (the default store if not configured)."""
         return state_of().store(name)
 
-    def rate_limit(
-        self,
-        limit: str,
-        *,
-        key: Callable[[], str] | None = None,
-        scope: str | None = None,
-        store: str = "default",
-    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-        """Limit a route, e.g. ``@qapp.rate_limit("5/minute")``: see :mod:`qapp.ext.ratelimit`."""
-        return ratelimit.rate_limit(limit, key=key, scope=scope, store=store)
+    #: Limit a route, e.g. ``@qapp.rate_limit("5/minute")``: :func:`qapp.ext.ratelimit.rate_limit`.
+    rate_limit = staticmethod(ratelimit.rate_limit)
 
-    def cached(
-        self,
-        ttl: float = 60.0,
-        stale: float = 0.0,
-        *,
-        lease: float = 10.0,
-        wait: float = 30.0,
-        beta: float = 1.0,
-        store: str = "cache",
-        namespace: str | None = None,
-    ) -> Callable[[Callable[P, Awaitable[R]]], cache.Cached[P, R]]:
-        """Keep an async function's values in the app's store, each computed once by all
-        workers, e.g. ``@qapp.cached(ttl=60, stale=30)``: see :mod:`qapp.ext.cache`."""
-        return cache.cached(
-            ttl, stale, lease=lease, wait=wait, beta=beta, store=store, namespace=namespace
-        )
+    #: Keep an async function's values in the app's store, each computed once by
+    #: every worker, e.g. ``@qapp.cached(ttl=60, stale=30)``: :func:`qapp.ext.cache.cached`.
+    cached = staticmethod(cache.cached)
 
     def user_loader(self, loader: L) -> L:
         """Register ``async def load(user_id) -> user or None``; it fills ``g.user`` per request."""
