@@ -51,7 +51,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from quart import Quart
 
@@ -87,8 +87,6 @@ SESSION_QUOTA = "200/hour"
 NAMED_URLS = {"session": "QAPP_SESSION_STORE_URL", "cache": "QAPP_CACHE_STORE_URL"}
 
 L = TypeVar("L", bound=UserLoader)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def _setting(app: Quart, key: str) -> Any:
