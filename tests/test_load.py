@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from qapp.testing import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, PostgresServer, RedisServer
 from tests.conftest import NO_LIMITS_ENV
 from tests.loadgen import REQUEST_TIMEOUT, Answer, http, send, values
 
@@ -36,15 +36,19 @@ SESSION_CLIENTS = 1_000
 STEPS = 3
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def server(
     request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
 ) -> Iterator[HypercornServer]:
-    """4 hypercorn workers on a fresh SQLite file, or on a database of its own in Redis."""
+    """4 hypercorn workers on a fresh SQLite file, a database of its own in Redis, or PostgreSQL."""
     if request.param == "redis":
         store_url = redis_server.url.rsplit("/", 1)[0] + "/6"
         with redis.Redis.from_url(store_url) as client:
             client.flushdb()
+    elif request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        postgres.empty_store()
+        store_url = postgres.url
     else:
         store_url = f"sqlite://{tmp_path / 'load.db'}"
     env = {"QAPP_STORE_URL": store_url, "QAPP_INSTANCE_PATH": str(tmp_path), **NO_LIMITS_ENV}

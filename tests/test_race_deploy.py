@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from qapp.testing import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +71,11 @@ def server_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "postgresql"])
 def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, server_kind: str
 ) -> Iterator[HypercornServer]:
-    """``qapp serve`` with 4 workers from hypercorn.toml, on a SQLite file or on Redis.
+    """``qapp serve`` with 4 workers from hypercorn.toml, on a SQLite file, Redis or PostgreSQL.
 
     One server per backend for the whole module: every strategy has its own
     counter, and each test below runs its strategy once, from 0.
@@ -84,6 +84,10 @@ def deployment(
     if request.param == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         store_url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    elif request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        postgres.empty_store()
+        store_url = postgres.url
     else:
         store_url = f"sqlite://{instance / 'race.db'}"
     env = {"QAPP_STORE_URL": store_url, "QAPP_INSTANCE_PATH": str(instance)}
