@@ -5,7 +5,7 @@ its value is kept in a :class:`~qapp.state.Store`; however many callers ask
 at once, on however many workers and hosts share the store, one of them
 computes it and the others get what it computed::
 
-    store = await open_store("redis://localhost:6379/0")
+    store = await open_store("redis://redis.internal:6379/0")
 
     @cached(store, ttl=60, stale=30)
     async def report(day: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ decodes it (``unquote`` of the ASCII target), headers as given, the body in
 the chunks given.
 
 The oracle (:func:`key_ok`, :func:`strict_json_ok`, :func:`credentials_ok`,
-:func:`is_json_type`) restates DESIGN's limits in code of its own rather
+:func:`is_json_type`) restates the HTTP API's limits in code of its own rather
 than importing the app's: a test that asked the app what is valid would
 prove nothing.
 """
@@ -25,9 +25,9 @@ from urllib.parse import quote, unquote
 
 from quart import Quart
 
-#: DESIGN: a cache or memo key is 1 to 200 of these characters.
+#: The API: a cache or memo key is 1 to 200 of these characters.
 KEY_CHARS = frozenset(string.ascii_letters + string.digits + "._:-")
-#: DESIGN: a request body is at most 64 KiB.
+#: The API: a request body is at most 64 KiB.
 MAX_BODY = 64 * 1024
 #: The deepest JSON nesting qapp accepts (qapp.service.validation.MAX_DEPTH, restated).
 MAX_DEPTH = 100
@@ -124,7 +124,7 @@ def encode_segment(text: str, *, slash: str = "%2F") -> str:
 
 
 def key_ok(key: str) -> bool:
-    """DESIGN's key rule: 1 to 200 characters from A-Z a-z 0-9 . _ : -."""
+    """The API's key rule: 1 to 200 characters from A-Z a-z 0-9 . _ : -."""
     return 1 <= len(key) <= 200 and all(c in KEY_CHARS for c in key)
 
 
@@ -180,7 +180,7 @@ def strict_json_ok(body: bytes) -> bool:
 
 
 def credentials_ok(value: Any) -> bool:
-    """DESIGN's credentials: exactly a username ``[a-z0-9_]{3,32}`` and a password of 8-128."""
+    """The API's credentials: exactly a username ``[a-z0-9_]{3,32}`` and a password of 8-128."""
     if not isinstance(value, dict) or set(value) != {"username", "password"}:
         return False
     name, password = value["username"], value["password"]

@@ -98,7 +98,7 @@ async def assert_refused_unchanged(
     code: str | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send one request: it must get DESIGN's JSON error, and no store may change."""
+    """Send one request: it must get the API's JSON error, and no store may change."""
     before = await snapshot(app)
     response = await client.request(method, path, **kwargs)
     assert_json_error(response, status, code)

@@ -164,7 +164,7 @@ async def test_bad_requests_change_nothing(
     status: int,
     code: str | None,
 ) -> None:
-    """Bad keys, ttls, bodies and methods get DESIGN's JSON 4xx, and the store is unchanged."""
+    """Bad keys, ttls, bodies and methods get the API's JSON 4xx, and the store is unchanged."""
     await client.put("/cache/k", json="original")
     await assert_refused_unchanged(app, client, method, path, status, code, **kwargs)
     assert (await client.get("/cache/k")).json() == {"key": "k", "value": "original"}

@@ -4,12 +4,12 @@ Each example is one request built by hypothesis and sent through ASGI exactly
 as a server would hand it over (:mod:`tests.hostile`). Two kinds are built:
 
 - **routed**: a route of the API table with a method (its own or another),
-  a path parameter, a query and a body, each drawn either from what DESIGN
+  a path parameter, a query and a body, each drawn either from what the HTTP API
   allows or from hostile input (percent-encoding, separators, unicode,
   control characters, very long keys, wrong content types, malformed or
   deep or huge or oversized JSON, wrong-typed credentials). Its label says
   whether it is **valid**: its method is one of the route's (HEAD for a
-  GET route), its path parameter obeys DESIGN's limits after the path is
+  GET route), its path parameter obeys the API's limits after the path is
   percent-decoded, its query does, and its body does: absent or at most
   64 KiB; declared JSON (``application/json`` or ``application/*+json``)
   on POST/PUT/PATCH/DELETE; strict JSON when declared JSON; and the
@@ -255,7 +255,7 @@ def _param_ok(param: str, decoded: str) -> bool:
 
 @st.composite
 def ttl_queries(draw: st.DrawFn) -> tuple[str, bool]:
-    """A ``ttl`` query and whether DESIGN allows it (long ttls only: nothing expires mid-test)."""
+    """A ``ttl`` query and whether the API allows it (long ttls only: nothing expires mid-test)."""
     if draw(st.booleans()):
         if draw(st.booleans()):
             return "", True

@@ -14,7 +14,7 @@ from qapp import create_app
 from qapp.service.counters import STRATEGIES
 from qapp.testing import free_port
 
-#: Concurrent requests per demonstration, as in DESIGN's measured lesson.
+#: Concurrent requests per demonstration, as in the lesson the project first measured.
 N = 200
 
 

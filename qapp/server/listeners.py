@@ -22,7 +22,7 @@ and no worker can take another's share. The parent keeps every socket open,
 so a replacement for a dead worker takes over that worker's socket and the
 connections waiting in its queue.
 
-Departure from DESIGN, which prefers ``worker_class = "uvloop"`` because
+Departure from the project's first plan, which preferred ``worker_class = "uvloop"`` because
 uvloop workers stayed balanced on hypercorn's shared socket: they do, but
 only because each accepts so slowly, and the 1,000-connection benchmark
 showed what that costs. ``hypercorn.toml`` names asyncio workers, and the

@@ -54,7 +54,7 @@ __all__ = [
 #: What a cache or memo key may look like.
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
-#: The longest ``ttl`` accepted, in seconds (a year). DESIGN asks only for a
+#: The longest ``ttl`` accepted, in seconds (a year). The HTTP API asks only for a
 #: positive number; an upper bound keeps every backend's expiry arithmetic in
 #: range (Redis refuses expiry times that overflow).
 MAX_TTL = 365 * 24 * 3600.0
