@@ -1,4 +1,4 @@
-"""The race lab on real workers (hypercorn and granian): every cell of the lab's table, two hosts."""
+"""The race lab on real workers (hypercorn and granian): every cell of its table, two hosts."""
 
 from __future__ import annotations
 
