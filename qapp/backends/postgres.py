@@ -68,6 +68,23 @@ import asyncpg
 import asyncpg.exceptions
 
 from qapp.backends.base import SharedStore
+from qapp.backends.postgres_sql import (
+    ADD,
+    DELETE,
+    EXPIRE,
+    EXTEND,
+    GET,
+    INCR,
+    LOCK,
+    NOTIFY,
+    SCHEMA,
+    SCHEMA_PRESENT,
+    SET,
+    SET_FENCED,
+    SWEEP,
+    UNLOCK,
+    WAKEUP_CHANNEL,
+)
 from qapp.backends.wakeups import WakeupReader
 from qapp.state import (
     ConfigurationError,
@@ -103,17 +120,14 @@ CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 #: Seconds an idle pooled connection is kept before it is closed.
 IDLE_LIFETIME = 60.0
-#: Seconds between sweeps of expired rows, and the most rows one sweep deletes.
+#: Seconds between sweeps of expired rows.
 SWEEP_INTERVAL = 30.0
-SWEEP_LIMIT = 10_000
 #: Seconds ``disconnect`` waits for connections in use before cutting them.
 CLOSE_TIMEOUT = 5.0
 #: The values libpq (and so asyncpg) accepts for ``sslmode``.
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 #: Ends of a 64-bit signed integer, what ``incr`` counts in (as on Redis and SQLite).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: The advisory lock key under which connecting processes create the schema one at a time.
-SCHEMA_LOCK = 0x71617070  # "qapp"
 
 #: The longest ttl sent to the server, in seconds (about 317 years): a longer one
 #: would overflow PostgreSQL's interval, and outlives every reader anyway.
@@ -121,8 +135,6 @@ TTL_CAP = 1e10
 #: The store's tables, all created together (see SCHEMA).
 TABLES = ("qapp_kv", "qapp_locks")
 
-#: The channel that carries every notification of the database (see Wakeups).
-WAKEUP_CHANNEL = "qapp_wakeup"
 #: Seconds a first listener waits for LISTEN before it goes on polling.
 LISTEN_WAIT = 1.0
 #: Seconds between checks that the listening connection still answers: a
@@ -131,128 +143,6 @@ LISTEN_CHECK = 5.0
 #: Seconds before the first and (doubling) the longest retry after it fails.
 RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
-
-SCHEMA_PRESENT = """
-SELECT to_regclass('qapp_kv') IS NOT NULL
-   AND to_regclass('qapp_kv_expiry') IS NOT NULL
-   AND EXISTS (
-       SELECT 1 FROM pg_attribute
-       WHERE attrelid = to_regclass('qapp_locks') AND attname = 'fence' AND NOT attisdropped
-   )
-"""
-# Sent as one simple query, which PostgreSQL runs as one transaction: the
-# advisory lock is held until every CREATE has committed, so processes that
-# connect at the same moment do not race on the catalog (two concurrent
-# CREATE TABLE IF NOT EXISTS can fail with a unique violation in pg_type).
-SCHEMA = f"""
-SET LOCAL client_min_messages = warning;
-SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
-CREATE TABLE IF NOT EXISTS qapp_kv (
-    key bytea PRIMARY KEY,
-    value json NOT NULL,
-    expires_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS qapp_kv_expiry ON qapp_kv (expires_at)
-    WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS qapp_locks (
-    name bytea PRIMARY KEY,
-    token text NOT NULL,
-    expires_at timestamptz NOT NULL,
-    fence bigint NOT NULL DEFAULT 0
-);
--- A database made before locks had fencing tokens gets the column here.
-ALTER TABLE qapp_locks ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
-"""
-
-# statement_timestamp() is the server's clock at the start of the statement:
-# one instant for the whole statement, and (unlike clock_timestamp()) stable,
-# so the expiry index can serve the sweep.
-_NOW = "statement_timestamp()"
-# A ttl in seconds (NULL: none) as a moment on the server's clock.
-_EXPIRES = f"{_NOW} + $3::float8 * interval '1 second'"
-_LIVE = f"(qapp_kv.expires_at IS NULL OR qapp_kv.expires_at > {_NOW})"
-_DEAD = f"(qapp_kv.expires_at IS NOT NULL AND qapp_kv.expires_at <= {_NOW})"
-# What dumps writes for an int; a float (1.0), a bool or a string is no counter.
-_INTEGER = r"qapp_kv.value::text ~ '^-?(0|[1-9][0-9]*)$'"
-
-GET = f"SELECT value::text FROM qapp_kv WHERE key = $1 AND {_LIVE}"
-SET = f"""
-INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::text::json, {_EXPIRES})
-ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
-"""
-# Replaces a row only if it is dead; RETURNING yields a row only if we wrote.
-ADD = f"""
-INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::text::json, {_EXPIRES})
-ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
-WHERE {_DEAD}
-RETURNING 1
-"""
-DELETE = f"DELETE FROM qapp_kv WHERE key = $1 RETURNING {_LIVE}"
-EXPIRE = f"""
-UPDATE qapp_kv SET expires_at = {_NOW} + $2::float8 * interval '1 second'
-WHERE key = $1 AND {_LIVE}
-RETURNING 1
-"""
-# A dead row restarts from the delta with the new expiry; a live one keeps its
-# expiry. No row comes back when the live value is not an integer. A sum
-# outside 64 bits fails with numeric_value_out_of_range.
-INCR = f"""
-INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::int8::text::json, {_EXPIRES})
-ON CONFLICT (key) DO UPDATE SET
-    value = CASE WHEN {_DEAD} THEN excluded.value
-                 ELSE (qapp_kv.value::text::int8 + $2::int8)::text::json END,
-    expires_at = CASE WHEN {_DEAD} THEN excluded.expires_at ELSE qapp_kv.expires_at END
-WHERE {_DEAD} OR {_INTEGER}
-RETURNING value::text::int8
-"""
-# Bounded, and skipping rows a writer holds, so a sweep never stalls writers
-# for long; the predicate is checked again on the row it deletes. Lock rows
-# are never swept: each keeps its lock's fence (see UNLOCK).
-SWEEP = f"""
-DELETE FROM qapp_kv WHERE key IN (
-    SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
-    LIMIT {SWEEP_LIMIT} FOR UPDATE SKIP LOCKED
-) AND {_DEAD}
-"""
-# Taking the lock issues its next fencing token in the same statement. On a
-# conflict PostgreSQL locks the row and evaluates WHERE and SET on its latest
-# version, so two takers never both win, nor get one token.
-LOCK = f"""
-INSERT INTO qapp_locks (name, token, expires_at, fence)
-VALUES ($1, $2, {_NOW} + $3::float8 * interval '1 second', 1)
-ON CONFLICT (name) DO UPDATE SET
-    token = excluded.token, expires_at = excluded.expires_at, fence = qapp_locks.fence + 1
-WHERE qapp_locks.expires_at <= {_NOW}
-RETURNING fence
-"""
-# A released lock's row stays, free, to keep its fence: deleting it would let
-# the next holder's token start again from 1, and a holder paused since an
-# earlier 1 write again. One row per lock name ever taken.
-UNLOCK = """
-UPDATE qapp_locks SET token = '', expires_at = '-infinity' WHERE name = $1 AND token = $2
-"""
-# A write that happens only while $5 is the lock's latest token, in one
-# statement. FOR SHARE makes the check hold until the write commits: a taker
-# whose LOCK commits first is seen (the row's latest version is read), and
-# one that comes later waits for the write. A plain read would compare
-# against the statement's snapshot, and a new holder's lock and write could
-# both slip in between that read and this write.
-SET_FENCED = f"""
-WITH held AS (SELECT fence FROM qapp_locks WHERE name = $4 FOR SHARE)
-INSERT INTO qapp_kv (key, value, expires_at)
-SELECT $1, $2::text::json, {_EXPIRES} FROM held WHERE held.fence = $5
-ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
-RETURNING 1
-"""
-# Renews only the holder's own lease, and only while it lasts: a lapsed lock
-# may have been taken, and is then someone else's.
-EXTEND = f"""
-UPDATE qapp_locks SET expires_at = {_NOW} + $3::float8 * interval '1 second'
-WHERE name = $1 AND token = $2 AND expires_at > {_NOW}
-RETURNING 1
-"""
-
-NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1)"
 
 # Errors after which the pool's connections are presumed gone: the network,
 # the connection, or the server itself (shutdown, crash, restart).

@@ -1,0 +1,138 @@
+"""The SQL of :mod:`qapp.backends.postgres`: the schema and one statement per operation.
+
+Every statement is complete on its own and runs in autocommit mode: no
+transaction is ever open across an ``await``. "Live" means not expired on
+the database server's clock (``statement_timestamp()``), the one clock every
+host agrees on; a dead row is treated as absent everywhere.
+"""
+
+from __future__ import annotations
+
+#: The advisory lock key under which connecting processes create the schema one at a time.
+SCHEMA_LOCK = 0x71617070  # "qapp"
+#: The channel that carries every notification of the database (see Wakeups).
+WAKEUP_CHANNEL = "qapp_wakeup"
+#: The most expired rows one sweep deletes.
+SWEEP_LIMIT = 10_000
+
+SCHEMA_PRESENT = """
+SELECT to_regclass('qapp_kv') IS NOT NULL
+   AND to_regclass('qapp_kv_expiry') IS NOT NULL
+   AND EXISTS (
+       SELECT 1 FROM pg_attribute
+       WHERE attrelid = to_regclass('qapp_locks') AND attname = 'fence' AND NOT attisdropped
+   )
+"""
+# Sent as one simple query, which PostgreSQL runs as one transaction: the
+# advisory lock is held until every CREATE has committed, so processes that
+# connect at the same moment do not race on the catalog (two concurrent
+# CREATE TABLE IF NOT EXISTS can fail with a unique violation in pg_type).
+SCHEMA = f"""
+SET LOCAL client_min_messages = warning;
+SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+CREATE TABLE IF NOT EXISTS qapp_kv (
+    key bytea PRIMARY KEY,
+    value json NOT NULL,
+    expires_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS qapp_kv_expiry ON qapp_kv (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS qapp_locks (
+    name bytea PRIMARY KEY,
+    token text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    fence bigint NOT NULL DEFAULT 0
+);
+-- A database made before locks had fencing tokens gets the column here.
+ALTER TABLE qapp_locks ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
+"""
+
+# statement_timestamp() is the server's clock at the start of the statement:
+# one instant for the whole statement, and (unlike clock_timestamp()) stable,
+# so the expiry index can serve the sweep.
+_NOW = "statement_timestamp()"
+# A ttl in seconds (NULL: none) as a moment on the server's clock.
+_EXPIRES = f"{_NOW} + $3::float8 * interval '1 second'"
+_LIVE = f"(qapp_kv.expires_at IS NULL OR qapp_kv.expires_at > {_NOW})"
+_DEAD = f"(qapp_kv.expires_at IS NOT NULL AND qapp_kv.expires_at <= {_NOW})"
+# What dumps writes for an int; a float (1.0), a bool or a string is no counter.
+_INTEGER = r"qapp_kv.value::text ~ '^-?(0|[1-9][0-9]*)$'"
+
+GET = f"SELECT value::text FROM qapp_kv WHERE key = $1 AND {_LIVE}"
+SET = f"""
+INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::text::json, {_EXPIRES})
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Replaces a row only if it is dead; RETURNING yields a row only if we wrote.
+ADD = f"""
+INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::text::json, {_EXPIRES})
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+WHERE {_DEAD}
+RETURNING 1
+"""
+DELETE = f"DELETE FROM qapp_kv WHERE key = $1 RETURNING {_LIVE}"
+EXPIRE = f"""
+UPDATE qapp_kv SET expires_at = {_NOW} + $2::float8 * interval '1 second'
+WHERE key = $1 AND {_LIVE}
+RETURNING 1
+"""
+# A dead row restarts from the delta with the new expiry; a live one keeps its
+# expiry. No row comes back when the live value is not an integer. A sum
+# outside 64 bits fails with numeric_value_out_of_range.
+INCR = f"""
+INSERT INTO qapp_kv (key, value, expires_at) VALUES ($1, $2::int8::text::json, {_EXPIRES})
+ON CONFLICT (key) DO UPDATE SET
+    value = CASE WHEN {_DEAD} THEN excluded.value
+                 ELSE (qapp_kv.value::text::int8 + $2::int8)::text::json END,
+    expires_at = CASE WHEN {_DEAD} THEN excluded.expires_at ELSE qapp_kv.expires_at END
+WHERE {_DEAD} OR {_INTEGER}
+RETURNING value::text::int8
+"""
+# Bounded, and skipping rows a writer holds, so a sweep never stalls writers
+# for long; the predicate is checked again on the row it deletes. Lock rows
+# are never swept: each keeps its lock's fence (see UNLOCK).
+SWEEP = f"""
+DELETE FROM qapp_kv WHERE key IN (
+    SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
+    LIMIT {SWEEP_LIMIT} FOR UPDATE SKIP LOCKED
+) AND {_DEAD}
+"""
+# Taking the lock issues its next fencing token in the same statement. On a
+# conflict PostgreSQL locks the row and evaluates WHERE and SET on its latest
+# version, so two takers never both win, nor get one token.
+LOCK = f"""
+INSERT INTO qapp_locks (name, token, expires_at, fence)
+VALUES ($1, $2, {_NOW} + $3::float8 * interval '1 second', 1)
+ON CONFLICT (name) DO UPDATE SET
+    token = excluded.token, expires_at = excluded.expires_at, fence = qapp_locks.fence + 1
+WHERE qapp_locks.expires_at <= {_NOW}
+RETURNING fence
+"""
+# A released lock's row stays, free, to keep its fence: deleting it would let
+# the next holder's token start again from 1, and a holder paused since an
+# earlier 1 write again. One row per lock name ever taken.
+UNLOCK = """
+UPDATE qapp_locks SET token = '', expires_at = '-infinity' WHERE name = $1 AND token = $2
+"""
+# A write that happens only while $5 is the lock's latest token, in one
+# statement. FOR SHARE makes the check hold until the write commits: a taker
+# whose LOCK commits first is seen (the row's latest version is read), and
+# one that comes later waits for the write. A plain read would compare
+# against the statement's snapshot, and a new holder's lock and write could
+# both slip in between that read and this write.
+SET_FENCED = f"""
+WITH held AS (SELECT fence FROM qapp_locks WHERE name = $4 FOR SHARE)
+INSERT INTO qapp_kv (key, value, expires_at)
+SELECT $1, $2::text::json, {_EXPIRES} FROM held WHERE held.fence = $5
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+RETURNING 1
+"""
+# Renews only the holder's own lease, and only while it lasts: a lapsed lock
+# may have been taken, and is then someone else's.
+EXTEND = f"""
+UPDATE qapp_locks SET expires_at = {_NOW} + $3::float8 * interval '1 second'
+WHERE name = $1 AND token = $2 AND expires_at > {_NOW}
+RETURNING 1
+"""
+
+NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1)"
