@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from qapp.backends import postgres as backend
+from qapp.backends import postgres_sql as sql
 from qapp.backends.postgres import PostgresStore
 from qapp.state import (
     ConfigurationError,
@@ -242,8 +243,8 @@ async def test_fenced_write_racing_a_newer_holder_waits_and_is_refused(
         taking = newer.transaction()
         await taking.start()
         # The next holder takes the lock and writes, in a transaction left open.
-        assert await newer.fetchval(backend.LOCK, b"f", "newer", 5.0) == old.token + 1
-        await newer.execute(backend.SET, b"doc", '"new"', None)
+        assert await newer.fetchval(sql.LOCK, b"f", "newer", 5.0) == old.token + 1
+        await newer.execute(sql.SET, b"doc", '"new"', None)
         late = asyncio.create_task(store.set_fenced("doc", "late", old))
         # A plain read of the fence would see the old one (its snapshot) and then
         # overwrite the newer write once that committed; the write must wait instead.

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -83,9 +82,8 @@ from qapp.backends.postgres_sql import (
     SET_FENCED,
     SWEEP,
     UNLOCK,
-    WAKEUP_CHANNEL,
 )
-from qapp.backends.wakeups import WakeupReader
+from qapp.backends.postgres_wakeups import Wakeups, payload
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
@@ -135,14 +133,6 @@ TTL_CAP = 1e10
 #: The store's tables, all created together (see SCHEMA).
 TABLES = ("qapp_kv", "qapp_locks")
 
-#: Seconds a first listener waits for LISTEN before it goes on polling.
-LISTEN_WAIT = 1.0
-#: Seconds between checks that the listening connection still answers: a
-#: connection cut without a word (a dead host, a dropped route) shows up here.
-LISTEN_CHECK = 5.0
-#: Seconds before the first and (doubling) the longest retry after it fails.
-RETRY_FIRST = 0.05
-RETRY_MAX = 2.0
 
 # Errors after which the pool's connections are presumed gone: the network,
 # the connection, or the server itself (shutdown, crash, restart).
@@ -201,16 +191,6 @@ def _seconds(ttl: float | None) -> float | None:
     return None if ttl is None else min(ttl, TTL_CAP)
 
 
-def _payload(name: str) -> str:
-    """What a notification of ``name`` carries: a digest, so that any name fits.
-
-    A payload is text of at most 8000 bytes without NUL, and a name may be
-    longer or hold NUL. Two names that shared a digest would only wake each
-    other's listeners to look again.
-    """
-    return hashlib.blake2b(_key(name), digest_size=16).hexdigest()
-
-
 async def _prepare(conn: Connection) -> None:
     """Make sure the tables exist, on every new connection (the database may be new)."""
     # Checked first, so that connecting to a database that has them takes no
@@ -228,85 +208,6 @@ async def _keep_session(conn: Connection) -> None:
     session state behind, and asyncpg still rolls back a transaction left
     open before it calls this.
     """
-
-
-class Wakeups(WakeupReader):
-    """One worker's LISTEN connection, outside the pool, shared by every listener of one store.
-
-    A connection per listener would cost one per waiter. This one LISTENs on
-    :data:`WAKEUP_CHANNEL`, where every notification of the database goes,
-    and wakes the listeners of the name its payload names.
-    """
-
-    task_name = "qapp-postgres-wakeups"
-    ready_wait = LISTEN_WAIT
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self._listening = asyncio.Event()
-        # Set once the first connection has listened or failed: a listener
-        # waits for that, not LISTEN_WAIT, while the server is down.
-        self._tried = asyncio.Event()
-
-    def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
-        """Be woken by each notification of ``name`` while inside the block."""
-        return self._listen(_payload(name))
-
-    def _ready(self) -> asyncio.Event:
-        return self._tried
-
-    def _pushes(self) -> bool:
-        return self._listening.is_set()
-
-    def _heard(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._wake(str(payload))
-
-    async def _read(self) -> None:
-        """Keep a connection listening, reconnecting until closed."""
-        delay = RETRY_FIRST
-        while True:
-            conn: Connection | None = None
-            try:
-                conn = await asyncpg.connect(
-                    self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
-                )
-                await self._hold(conn)
-            except _UNAVAILABLE as exc:
-                log.debug("PostgreSQL wake-ups interrupted (%s); retrying in %gs", exc, delay)
-            finally:
-                self._tried.set()
-                if self._listening.is_set():
-                    # A notification may have been missed: every listener
-                    # looks again, and the retry comes soon.
-                    self._listening.clear()
-                    self._wake()
-                    delay = RETRY_FIRST
-                if conn is not None:
-                    conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
-
-    async def _hold(self, conn: Connection) -> None:
-        """LISTEN on ``conn``, and return once it is lost; raise if it stops answering."""
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _: lost.set())
-        await conn.add_listener(WAKEUP_CHANNEL, self._heard)
-        self._listening.set()
-        self._tried.set()
-        while not lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LISTEN_CHECK):
-                    await lost.wait()
-            if not lost.is_set():
-                await conn.fetchval("SELECT 1")
-
-    async def aclose(self) -> None:
-        """Stop listening and close the connection."""
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
 
 
 class PostgresStore(SharedStore):
@@ -471,8 +372,13 @@ class PostgresStore(SharedStore):
     def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
         """Listen for ``notify(name)`` from every worker of every host, over LISTEN/NOTIFY."""
         if self._wakeups is None:
-            self._wakeups = Wakeups(self.url)
+            self._wakeups = Wakeups(
+                lambda: asyncpg.connect(
+                    self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+                ),
+                _UNAVAILABLE,
+            )
         return self._wakeups.listen(name)
 
     async def notify(self, name: str) -> None:
-        await self._fetch(NOTIFY, _payload(name))
+        await self._fetch(NOTIFY, payload(name))
