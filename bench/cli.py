@@ -8,10 +8,11 @@ from pathlib import Path
 
 from bench.report import RESULTS, write
 from bench.routes import ROUTES
-from bench.runner import QappServer, Settings, StoreName, run, say
+from bench.runner import STORES, QappServer, Settings, StoreName, run, say
 from bench.targets import evaluate
 from bench.wrk import BenchError, wrk_binary
 from qapp.testing import ServerError
+from qapp.testing.postgres import PostgresServerError
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -71,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
         "--stores",
         type=_names,
         default=defaults.stores,
-        help="stores for qapp: sqlite,redis (default both)",
+        help="stores for qapp: sqlite,redis,postgresql (default all three)",
     )
     p.add_argument(
         "-r",
@@ -126,12 +127,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when it ran (whether or not targets were met)."""
     args = parser().parse_args(argv)
-    bad = [s for s in args.stores if s not in ("sqlite", "redis")]
-    if bad:
-        parser().error(f"unknown stores {bad}; known: sqlite, redis")
-    stores: tuple[StoreName, ...] = tuple(
-        "sqlite" if s == "sqlite" else "redis" for s in args.stores
-    )
+    known: dict[str, StoreName] = {name: name for name in STORES}
+    bad = [s for s in args.stores if s not in known]
+    if bad or not args.stores:
+        parser().error(f"unknown stores {bad}; known: {', '.join(STORES)}")
+    stores: tuple[StoreName, ...] = tuple(known[s] for s in args.stores)
     odd = [s for s in args.servers if s not in ("hypercorn", "granian")]
     if odd or not args.servers:
         parser().error(f"unknown servers {odd}; known: hypercorn, granian")
@@ -160,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write(result, args.out, with_chart=not args.no_chart)
     except (BenchError, ServerError) as exc:
         say(f"bench: {exc}")
+        return 2
+    except PostgresServerError as exc:
+        # Its message may carry the server's log; the first line says what is wrong.
+        say(f"bench: {str(exc).splitlines()[0]} (or leave it out: --stores sqlite,redis)")
         return 2
     except KeyboardInterrupt:
         say("bench: interrupted; every server it started has been stopped")

@@ -21,6 +21,7 @@ from bench.runner import Measurement, Run
 from bench.targets import Target, evaluate
 from bench.wrk import wrk_version
 from qapp.testing import redis_server_binary
+from qapp.testing.postgres import PostgresServerError, postgres_bindir
 
 #: Default output directory, inside the ``bench`` package.
 RESULTS = Path(__file__).with_name("results")
@@ -30,6 +31,7 @@ PACKAGES = (
     "granian",
     "aiosqlite",
     "redis",
+    "asyncpg",
     "prometheus-client",
     "flask",
     "gunicorn",
@@ -83,6 +85,15 @@ def _redis_version() -> str:
     return proc.stdout.strip()
 
 
+def _postgres_version() -> str | None:
+    try:
+        binary = postgres_bindir() / "postgres"
+    except PostgresServerError:
+        return None
+    proc = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or None
+
+
 def machine() -> dict[str, Any]:
     """Where the run happened: CPU, cores, OS, Python and the tools' versions."""
     return {
@@ -92,6 +103,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "wrk": wrk_version(),
         "redis_server": _redis_version(),
+        "postgres": _postgres_version(),
         "packages": {name: _version(name) for name in PACKAGES},
     }
 
@@ -205,12 +217,45 @@ def _ratio_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _against_ceilings(data: dict[str, Any]) -> list[str]:
+    """The atomic counter route on each store against that store's own ceiling."""
+    ceiling = {c["store"]: c["ops_per_s"] for c in data["ceilings"] if c["ops_per_s"]}
+    rows = [
+        m
+        for m in data["measurements"]
+        if m["available"]
+        and m["route"] == "atomic"
+        and m["server"] in ("qapp", "qapp-granian")
+        and m["store"] in ceiling
+        and m["connections"] == data["settings"]["connections"]
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The atomic counter against its store's ceiling (above 1: overlapping increments "
+        "of one key went out as one statement of their sum):",
+        "",
+        "| server | workers | store | atomic req/s | ceiling ops/s | atomic ÷ ceiling |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for m in rows:
+        top = ceiling[m["store"]]
+        lines.append(
+            f"| {DISPLAY[m['server']]} | {m['workers']} | {m['store']} | {m['rps']:,.0f} "
+            f"| {top:,.0f} | {m['rps'] / top:.2f} |"
+        )
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The run as Markdown: settings, a table of routes, ceilings and targets."""
     s, mach = data["settings"], data["machine"]
     lines = [
         f"Run {data['started']} on {mach['cores']} cores ({mach['cpu']}), {mach['os']}, "
-        f"Python {mach['python']}; {mach['wrk']}; {mach['redis_server'].split(' sha')[0]}.",
+        f"Python {mach['python']}; {mach['wrk']}; {mach['redis_server'].split(' sha')[0]}"
+        + (f"; {mach['postgres']}" if mach.get("postgres") else "")
+        + ".",
         f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
         f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
         "round, and the servers of one worker count run each route back to back. "
@@ -221,7 +266,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"{s['peer_threads']} threads per worker, redis-py sync client; FastAPI on uvicorn "
         "(uvloop, httptools), redis.asyncio; and the ceiling, a bare ASGI function on "
         "granian with the fast path's settings, redis.asyncio. Each peer's pool is "
-        "bounded at 64 connections, as qapp's Redis store is.",
+        "bounded at 64 connections, as qapp's Redis store is. PostgreSQL runs with its "
+        "own defaults (fsync on: every commit waits for the disk), as a team's database "
+        "would; qapp's PostgreSQL store keeps a pool of up to 20 connections per worker.",
         "",
         "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
         "| server CPU ms/req | non-2xx |",
@@ -260,12 +307,13 @@ def markdown(data: dict[str, Any]) -> str:
             )
     lines += _ratio_table(data["measurements"])
     if data["ceilings"]:
-        lines += ["", "Store ceilings (same run, same Redis):", ""]
+        lines += ["", "Store ceilings (same run, same servers):", ""]
         lines += ["| store | ops/s | how |", "|---|---:|---|"]
         for c in data["ceilings"]:
             lines.append(
                 f"| {c['name']} | {_cell(c['ops_per_s'], ',.0f')} | {c['reason'] or c['how']} |"
             )
+        lines += _against_ceilings(data)
     lines += ["", "Targets (ratios from this run):", ""]
     lines += ["| target | setting | measured | goal | met |", "|---|---|---:|---|---|"]
     for t in data["targets"]:
@@ -292,6 +340,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ("qapp", "redis", "qapp · hypercorn · Redis", "#dd8452"),
         ("qapp-granian", "sqlite", "qapp · granian · SQLite", "#55a868"),
         ("qapp-granian", "redis", "qapp · granian · Redis", "#c44e52"),
+        ("qapp", "postgresql", "qapp · hypercorn · PostgreSQL", "#64b5cd"),
+        ("qapp-granian", "postgresql", "qapp · granian · PostgreSQL", "#2a6f97"),
         ("qapp-granian-metrics", "redis", "qapp · granian · Redis, /metrics on", "#e39ba0"),
         ("peer", "redis", "Flask + gunicorn · Redis", "#8c8c8c"),
         ("fastapi", "redis", "FastAPI + uvicorn · Redis", "#8172b3"),

@@ -2,8 +2,8 @@
 
 For each worker count, every server is started at once and left up:
 qapp under hypercorn and under granian (``qapp serve`` with the repository's
-``hypercorn.toml``, ``--server granian`` for the fast path) on SQLite and on
-Redis, the fast path once more with ``/metrics`` on (what counting costs),
+``hypercorn.toml``, ``--server granian`` for the fast path) on SQLite, on
+Redis and on PostgreSQL, the fast path once more with ``/metrics`` on (what counting costs),
 and on the same Redis the peers: Flask under gunicorn (gthread), FastAPI
 under uvicorn, and a bare ASGI function under granian, the ceiling of any
 framework on that server. Idle
@@ -12,7 +12,9 @@ server back to back, so that the ratios compare runs seconds apart. On a
 shared machine whose load drifts, that matters more than anything else.
 ``repeat`` rounds of all that give a median per cell.
 
-Then the stores' ceilings. Every server is a child started here on a free
+Then the stores' ceilings. PostgreSQL runs with its own defaults (every
+commit flushed to disk), as a team's database would; Redis and SQLite with
+the settings their stores use. Every server is a child started here on a free
 loopback port, inside one ``ExitStack``: Ctrl-C, SIGTERM or an error stops
 them all (hypercorn's parent gets SIGTERM alone, so workers shut down cleanly).
 """
@@ -36,9 +38,11 @@ from bench import ceilings
 from bench.cpu import tree_cpu_seconds
 from bench.routes import PEER_ROUTES, ROUTES, Route, prepare, refresh_state
 from bench.wrk import BenchError, Load, WrkResult, run_wrk
-from qapp.testing import HypercornServer, RedisServer
+from qapp.testing import HypercornServer, PostgresServer, RedisServer
 
-StoreName: TypeAlias = Literal["sqlite", "redis"]
+StoreName: TypeAlias = Literal["sqlite", "redis", "postgresql"]
+#: Every store the bench knows, in the order it runs them.
+STORES: tuple[StoreName, ...] = ("sqlite", "redis", "postgresql")
 #: qapp on hypercorn, on granian, on granian with /metrics on; the Flask peer,
 #: the FastAPI peer, and the bare-ASGI ceiling on granian.
 ServerName: TypeAlias = Literal[
@@ -62,7 +66,7 @@ class Settings:
     """What to run, from the command line."""
 
     workers: tuple[int, ...] = (1, 2)
-    stores: tuple[StoreName, ...] = ("sqlite", "redis")
+    stores: tuple[StoreName, ...] = STORES
     routes: tuple[str, ...] = tuple(ROUTES)
     connections: int = 64
     #: The connection count where a thread pool runs out; 0 skips it.
@@ -340,12 +344,18 @@ def run(settings: Settings, report: Callable[[Measurement], None] | None = None)
         _sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="qapp-bench-") as tmp,
         RedisServer() as redis,
+        contextlib.ExitStack() as databases,
     ):
         folder = Path(tmp)
         urls: dict[StoreName, str] = {
             "sqlite": f"sqlite://{folder / 'bench.db'}",
             "redis": redis.url,
         }
+        postgres = None
+        if "postgresql" in settings.stores:
+            say("   starting PostgreSQL (its defaults: every commit flushed to disk)")
+            postgres = databases.enter_context(PostgresServer(durable=True))
+            urls["postgresql"] = postgres.url
         for workers in settings.workers:
             say(f"-- {workers} worker(s)")
             with contextlib.ExitStack() as stack:
@@ -359,6 +369,12 @@ def run(settings: Settings, report: Callable[[Measurement], None] | None = None)
             say("-- store ceilings")
             result.ceilings.append(ceilings.redis_incr(redis.port, settings.connections))
             result.ceilings.append(ceilings.sqlite_upsert(folder, settings.duration))
+            if postgres is not None:
+                result.ceilings.append(
+                    ceilings.postgres_upsert(
+                        postgres, folder, settings.connections, settings.duration, settings.threads
+                    )
+                )
             for c in result.ceilings:
                 say(f"{c.name:<14} {c.ops_per_s or 0:>9,.0f} ops/s  ({c.reason or c.how})")
     result.seconds = round(time.monotonic() - began, 1)

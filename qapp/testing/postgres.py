@@ -73,6 +73,10 @@ class PostgresServer:
     Use it as a context manager: entering initialises and starts it, leaving
     stops it and deletes its folder. ``url`` names the database ``database``
     (created at first start) as the trust-authenticated superuser.
+
+    By default it trades durability for speed (``fsync=off``): a test needs
+    no data to outlive a power cut. ``durable=True`` keeps PostgreSQL's own
+    defaults, every commit flushed to disk, for measuring what production costs.
     """
 
     def __init__(
@@ -81,12 +85,14 @@ class PostgresServer:
         *,
         database: str = "qapp",
         settings: Sequence[str] = (),
+        durable: bool = False,
     ) -> None:
         self.port = port or free_port()
         if self.port == 5432:
             raise PostgresServerError("port 5432 belongs to the machine's own PostgreSQL")
         self.database = database
         self.settings = list(settings)
+        self.durable = durable
         self.bindir = postgres_bindir()
         self._as_user = self._runas_prefix()
         self.root = Path(tempfile.mkdtemp(prefix="qapp-postgres-"))
@@ -186,8 +192,7 @@ class PostgresServer:
             "-c listen_addresses=127.0.0.1",
             # A test server: losing data to a power cut does not matter, speed does.
             # A crash of the server alone (kill) still loses nothing committed.
-            "-c fsync=off",
-            "-c full_page_writes=off",
+            *([] if self.durable else ["-c fsync=off", "-c full_page_writes=off"]),
             # Several worker processes with a pool each, plus the tests' own.
             "-c max_connections=300",
             *(f"-c {setting}" for setting in self.settings),
