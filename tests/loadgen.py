@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from qapp.testing import HypercornServer
+from qapp.testing import KEEPALIVE_EXPIRY, HypercornServer
 
 #: Seconds a client waits for any one answer before it counts as hung. Inside
 #: the app every store operation is bounded (Redis: 5 s for a pool slot, 2 s
@@ -104,7 +104,11 @@ class Load:
 @contextlib.asynccontextmanager
 async def http(url: str, connections: int) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client with at most ``connections`` connections, each request bounded."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    limits = httpx.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT, limits=limits) as c:
         yield c
 

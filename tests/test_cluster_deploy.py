@@ -19,7 +19,7 @@ import pytest
 from redis.crc import key_slot
 
 from qapp.state import open_store
-from qapp.testing import HypercornServer
+from qapp.testing import KEEPALIVE_EXPIRY, HypercornServer
 from qapp.testing.topologies import RedisCluster
 from tests.topology_fixtures import redis_cluster
 
@@ -159,7 +159,9 @@ async def test_killed_master_costs_only_its_keys_until_its_replica_takes_over(
     on_victim = {k for k in keys if redis_cluster.master_of(f"qapp:k:{{cache:{k}}}") is victim}
     reads: list[Read] = []
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    limits = httpx.Limits(
+        max_connections=100, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY
+    )
     async with httpx.AsyncClient(base_url=cluster_web.url, timeout=15, limits=limits) as client:
         lanes = [asyncio.create_task(read_loop(client, keys, stop, reads, n)) for n in range(100)]
         await asyncio.sleep(2)

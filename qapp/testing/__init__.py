@@ -24,6 +24,7 @@ from __future__ import annotations
 from qapp.testing.postgres import PostgresServer
 from qapp.testing.race import Answer, RaceReport, fire, fresh_connections, race
 from qapp.testing.servers import (
+    KEEPALIVE_EXPIRY,
     HypercornServer,
     RedisServer,
     ServerError,
@@ -32,6 +33,7 @@ from qapp.testing.servers import (
 )
 
 __all__ = [
+    "KEEPALIVE_EXPIRY",
     "Answer",
     "HypercornServer",
     "PostgresServer",

@@ -45,6 +45,13 @@ class ServerError(RuntimeError):
     """A server did not start (or stop) as expected; the message has its log."""
 
 
+#: Seconds a load client keeps an idle connection for reuse: well below the
+#: servers' own idle close (``keep_alive_timeout``, 5 s), so that a client never
+#: sends a request on a connection the server is closing at that moment. With
+#: equal timeouts (httpx's default is also 5 s) a busy machine loses that race
+#: now and then, and the request fails with no answer at all.
+KEEPALIVE_EXPIRY = 1.0
+
 #: Ports of the machine's own servers, which a test server must never take.
 SHARED_PORTS = frozenset({5432, 6379})
 

@@ -43,7 +43,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from qapp.testing import HypercornServer, ServerError
+from qapp.testing import KEEPALIVE_EXPIRY, HypercornServer, ServerError
 from qapp.testing.topologies import RedisSentinel
 
 __all__ = ["MODES", "FailoverRun", "Reply", "command", "run_failover"]
@@ -150,7 +150,11 @@ async def _drive(
 ) -> None:
     """Load, hold, kill, wait for the promotion, settle; every reply lands in ``run``."""
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=run.clients, max_keepalive_connections=run.clients)
+    limits = httpx.Limits(
+        max_connections=run.clients,
+        max_keepalive_connections=run.clients,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits) as client:
 
         async def lane() -> None:
