@@ -20,6 +20,7 @@ from typing import Any
 from bench.runner import Measurement, Run
 from bench.targets import Target, evaluate
 from bench.wrk import wrk_version
+from qapp.backends.postgres import POOL_SIZE
 from qapp.testing import redis_server_binary
 from qapp.testing.postgres import PostgresServerError, postgres_bindir
 
@@ -248,6 +249,31 @@ def _against_ceilings(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _setup(s: dict[str, Any]) -> str:
+    """What ran: qapp's servers, and the peers and stores only where this run had them."""
+    text = (
+        "qapp: `qapp serve` with the repository's hypercorn.toml (asyncio workers, one "
+        "listening socket each), on hypercorn and with `--server granian` (the fast path; "
+        "uvloop, HTTP/1.1)"
+    )
+    text += ", and once more on granian with `QAPP_METRICS=1`. " if s["metrics_cost"] else ". "
+    if s["peer"]:
+        text += (
+            "Peers, on the same Redis: Flask on gunicorn gthread, "
+            f"{s['peer_threads']} threads per worker, redis-py sync client; FastAPI on "
+            "uvicorn (uvloop, httptools), redis.asyncio; and the ceiling, a bare ASGI "
+            "function on granian with the fast path's settings, redis.asyncio. Each peer's "
+            "pool is bounded at 64 connections, as qapp's Redis store is. "
+        )
+    if "postgresql" in s["stores"]:
+        text += (
+            "PostgreSQL runs with its own defaults (fsync on: every commit waits for the "
+            "disk), as a team's database would; qapp's PostgreSQL store keeps a pool of up "
+            f"to {POOL_SIZE} connections per worker."
+        )
+    return text.rstrip()
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The run as Markdown: settings, a table of routes, ceilings and targets."""
     s, mach = data["settings"], data["machine"]
@@ -258,17 +284,7 @@ def markdown(data: dict[str, Any]) -> str:
         + ".",
         f"wrk: {s['threads']} threads, {s['duration']:g} s per route after a "
         f"{s['warmup']:g} s warm-up, {s['repeat']} round(s); each cell is the median "
-        "round, and the servers of one worker count run each route back to back. "
-        "qapp: `qapp serve` with the repository's hypercorn.toml (asyncio workers, one "
-        "listening socket each), on hypercorn and with `--server granian` (the fast path; "
-        "uvloop, HTTP/1.1), and once more on granian with `QAPP_METRICS=1`. Peers, "
-        "on the same Redis: Flask on gunicorn gthread, "
-        f"{s['peer_threads']} threads per worker, redis-py sync client; FastAPI on uvicorn "
-        "(uvloop, httptools), redis.asyncio; and the ceiling, a bare ASGI function on "
-        "granian with the fast path's settings, redis.asyncio. Each peer's pool is "
-        "bounded at 64 connections, as qapp's Redis store is. PostgreSQL runs with its "
-        "own defaults (fsync on: every commit waits for the disk), as a team's database "
-        "would; qapp's PostgreSQL store keeps a pool of up to 20 connections per worker.",
+        "round, and the servers of one worker count run each route back to back. " + _setup(s),
         "",
         "| server | workers | store | route | conns | req/s | p50 ms | p99 ms "
         "| server CPU ms/req | non-2xx |",
@@ -294,14 +310,15 @@ def markdown(data: dict[str, Any]) -> str:
             "A `cached` value under steady load across its expiries (same runs): latency "
             "against the work of one computation, and computations per expiry (ttl):",
             "",
-            "| workers | store | route | conns | p50 ms | p99 ms | work ms | ttl s "
+            "| server | workers | store | route | conns | p50 ms | p99 ms | work ms | ttl s "
             "| computations | per expiry |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in refreshing:
             f = m["refresh"]
             lines.append(
-                f"| {m['workers']} | {m['store']} | `{m['label']}` | {m['connections']} "
+                f"| {DISPLAY.get(m['server'], m['server'])} | {m['workers']} | {m['store']} "
+                f"| `{m['label']}` | {m['connections']} "
                 f"| {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {f['work'] * 1000:.0f} "
                 f"| {f['ttl']:g} | {f['computations']} | {f['computations_per_expiry']:.2f} |"
             )
@@ -347,6 +364,9 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ("fastapi", "redis", "FastAPI + uvicorn · Redis", "#8172b3"),
         ("ceiling", "redis", "bare ASGI · granian · Redis", "#222222"),
     ]
+    # Only what this run measured: a series with no bars would still take a slot.
+    ran = {(m["server"], m["store"]) for m in rows}
+    series = [entry for entry in series if entry[:2] in ran]
     cases: list[tuple[str, int]] = []
     for m in rows:
         if (m["label"], m["connections"]) not in cases:
@@ -380,7 +400,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right", ncols=2)
     fig.suptitle(
-        f"qapp vs peers, {data['machine']['cores']} cores, "
+        f"qapp{' vs peers' if data['settings']['peer'] else ''}, "
+        f"{data['machine']['cores']} cores, "
         f"wrk {data['settings']['duration']:g} s per bar, median of "
         f"{data['settings']['repeat']} round(s) ({data['started']})",
         fontsize=10,
