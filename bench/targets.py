@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.runner import METERED, QAPP_SERVERS, Measurement, Run, ServerName
+from bench.runner import METERED, PEERS, QAPP_SERVERS, Measurement, Run, ServerName
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,11 @@ def _versus(run: Run, workers: int, connections: int) -> list[Target]:
     """The ratio targets of :data:`VERSUS`, and the fast path's p99 against the async peer's."""
     out = []
     setting = f"{workers} worker(s), redis, {connections} connections"
+    s = run.settings
     for ours_name, theirs_name, goal in VERSUS:
+        # What the command line left out is not a target of this run.
+        if (theirs_name in PEERS and not s.peer) or (ours_name == METERED and not s.metrics_cost):
+            continue
         ours = run.find(ours_name, workers, "redis", "atomic", connections)
         theirs = run.find(theirs_name, workers, "redis", "atomic", connections)
         if ours is None and theirs is None:
@@ -89,7 +93,7 @@ def _versus(run: Run, workers: int, connections: int) -> list[Target]:
         )
     ours = run.find("qapp-granian", workers, "redis", "atomic", connections)
     peer = run.find("fastapi", workers, "redis", "atomic", connections)
-    if connections == run.settings.high_connections and (ours or peer):
+    if s.peer and connections == s.high_connections and (ours or peer):
         p99 = _ratio(_p99(ours), _p99(peer))
         out.append(
             Target(

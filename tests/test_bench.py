@@ -87,6 +87,8 @@ def test_bench_measures_the_atomic_counter_on_postgresql_beside_pgbench(tmp_path
     target = next(t for t in data["targets"] if t["name"].startswith("atomic req/s"))
     # /health was not run, so the ratio is reported as not measured, never as met.
     assert target["met"] is None
+    # The peers were left out (--no-peer): no target stands against them.
+    assert not [t["name"] for t in data["targets"] if "peer" in t["name"]]
     table = (tmp_path / "results.md").read_text()
     assert "| postgresql UPSERT |" in table
     assert "| qapp · granian | 1 | postgresql |" in table
