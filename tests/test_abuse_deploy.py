@@ -146,6 +146,7 @@ def _poll_health(url: str, stop: threading.Event, latencies: list[float]) -> Non
             time.sleep(0.01)
 
 
+@pytest.mark.serial
 def test_login_flood_for_unknown_users_leaves_health_answering(deployment: Deployment) -> None:
     """300 concurrent logins for unknown users from one client: /health stays fast."""
 

@@ -25,7 +25,8 @@ def qapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **(env or {})},
+        # As a user piping it would: no terminal width from the test runner.
+        env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, **(env or {})},
         check=False,
     )
 
