@@ -116,6 +116,7 @@ async def test_memo_long_work_computed_once_on_two_hosts(
     assert {x["value"]["worker"] for x in on_a} == {x["value"]["worker"] for x in on_b}
 
 
+@pytest.mark.serial
 async def test_stale_value_never_makes_anyone_wait(deployment: HypercornServer) -> None:
     """Steady load across many expiries: no answer waits for the work, ≤ 1 computation each."""
     first = (await burst(deployment.url, "GET", "/lab/refresh/stale", 1))[0]

@@ -48,9 +48,17 @@ def test_bad_limits_are_configuration_errors(text: str) -> None:
         parse_limit(text)
 
 
+async def _clear_of_a_boundary(limit: Limit, room: float = 2.0) -> None:
+    """Wait, if need be, until ``room`` seconds of the current window remain ahead."""
+    left = limit.period - time.time() % limit.period
+    if left < room:
+        await asyncio.sleep(left + 0.05)
+
+
 async def test_n_allowed_then_refused_with_a_reset(store: Store) -> None:
     """A limit of N lets N events through, refuses the next, and says when to retry."""
     limit = Limit(5, 60)
+    await _clear_of_a_boundary(limit)
     verdicts = [await hit(store, "client", limit) for _ in range(7)]
     assert [v.allowed for v in verdicts] == [True] * 5 + [False] * 2
     assert [v.remaining for v in verdicts] == [4, 3, 2, 1, 0, 0, 0]
@@ -70,15 +78,31 @@ async def test_keys_and_windows_are_apart(store: Store) -> None:
 async def test_concurrent_hits_allow_exactly_n(store: Store) -> None:
     """200 concurrent events against a limit of 50 in one process: exactly 50 allowed."""
     limit = Limit(50, 60)
+    await _clear_of_a_boundary(limit)
     verdicts = await asyncio.gather(*(hit(store, "burst", limit) for _ in range(200)))
     assert sum(v.allowed for v in verdicts) == 50
+
+
+#: The cross-process tests' window: long, so that their burst fits in one.
+WINDOW = 3600.0
+
+
+def _start_in_one_window(lead: float = 1.5, room: float = 60.0) -> float:
+    """A moment ``lead`` seconds or more away, with ``room`` seconds of its window after it.
+
+    A fixed window lets N through on each side of its boundary, so a burst that
+    straddled one would be allowed 2 × N, rightly: the test must not straddle.
+    """
+    start = time.time() + lead
+    left = WINDOW - start % WINDOW
+    return start + left + 0.1 if left < room else start
 
 
 def _hits(url: str, count: int, start_at: float) -> int:
     async def run() -> int:
         async with await open_store(url) as store:
             await asyncio.sleep(max(0.0, start_at - time.time()))
-            limit = Limit(100, 60)
+            limit = Limit(100, WINDOW)
             verdicts = await asyncio.gather(*(hit(store, "shared", limit) for _ in range(count)))
             return sum(v.allowed for v in verdicts)
 
@@ -87,7 +111,7 @@ def _hits(url: str, count: int, start_at: float) -> int:
 
 async def _across_processes(url: str) -> int:
     loop = asyncio.get_running_loop()
-    start_at = time.time() + 1.5
+    start_at = _start_in_one_window()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
         counts = await asyncio.gather(

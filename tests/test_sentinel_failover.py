@@ -19,7 +19,9 @@ from qapp.testing import HypercornServer
 from qapp.testing.topologies import RedisSentinel
 from qapp.tools.failover import MODES, REQUEST_TIMEOUT, FailoverRun, run_failover
 
-pytestmark = pytest.mark.slow
+# 200 clients against 4 workers, a master, 2 replicas and 3 sentinels: on 2
+# cores, timings mean something only with the machine to themselves.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 #: Seconds after the promotion by which qapp must serve again (issue 14).
 RECOVERY_BOUND = 10.0
@@ -63,13 +65,13 @@ def test_durable_mode_hands_no_number_out_twice(runs: dict[str, FailoverRun]) ->
     durable, plain = runs["durable"], runs["plain"]
     print(f"\nrepeated: plain {plain.repeated}, durable {durable.repeated}")
     assert durable.repeated == 0
-    # The hold made the window real: an increment sent while no replica took the
-    # stream, and answered before the kill, was refused rather than answered. (One
-    # sent before the hold may be confirmed and answered well after it on a busy
-    # machine: its write had reached the replicas.)
-    held = [r for r in durable.replies if durable.held < r.sent and r.answered < durable.killed]
-    assert held
-    assert {r.status for r in held} == {503}
+    # The hold made the window real: increments sent while no replica took the
+    # stream were refused, and none was answered 200 before a new master was up.
+    # (One sent before the hold may be confirmed and answered well after it on a
+    # busy machine: its write had reached the replicas.)
+    held = [r for r in durable.replies if durable.held < r.sent < durable.killed]
+    assert any(r.status == 503 for r in held)
+    assert all(r.status == 503 or r.answered >= durable.promoted for r in held)
 
 
 async def test_sessions_and_users_survive_a_failover_in_durable_mode(tmp_path: Path) -> None:
