@@ -52,7 +52,11 @@ async def test_killed_worker_is_replaced_and_the_others_keep_serving(
             victim = min(worker_pids(load.answers))
             kill_worker(victim)
             killed = time.monotonic()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(0.5)
+            # At most CLIENTS answers still due were sent before this moment, so
+            # the rest of these were sent after it: the load goes on until 150 have
+            # come, however slow the machine (the wait fails after 60 s).
+            await load.wait_for(len(load.answers) + CLIENTS + 150)
             answers = await load.stop()
         after = await asyncio.to_thread(live_workers, server)
         assert server.proc is not None
@@ -70,7 +74,7 @@ async def test_killed_worker_is_replaced_and_the_others_keep_serving(
     # kill, and only as connection errors: never an HTTP error status.
     assert {a.status for a in answers} <= {200, None}
     late = [a for a in answers if a.sent > killed + 0.5]
-    assert len(late) > 100
+    assert len(late) >= 150
     assert all(a.ok for a in late)
     answered = values(answers)
     assert len(set(answered)) == len(answered)
