@@ -28,8 +28,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from qapp.backends import postgres_sql
-from qapp.backends import sqlite as sqlite_backend
+from qapp.store.backends import postgres_sql
+from qapp.store.backends import sqlite as sqlite_backend
 from qapp.testing import PostgresServer, redis_server_binary
 from qapp.testing.postgres import SUPERUSER
 

@@ -20,7 +20,7 @@ from typing import Any
 from bench.runner import Measurement, Run
 from bench.targets import Target, evaluate
 from bench.wrk import wrk_version
-from qapp.backends.postgres import POOL_SIZE
+from qapp.store.backends.postgres import POOL_SIZE
 from qapp.testing import redis_server_binary
 from qapp.testing.postgres import PostgresServerError, postgres_bindir
 

@@ -2,12 +2,12 @@
 
 Four layers, each importing only the ones above it in this list:
 
-- :mod:`qapp.state` and :mod:`qapp.backends`: the store API, with no web
+- :mod:`qapp.state` (front door) and :mod:`qapp.store`: the store API, with no web
   framework (``import qapp.state`` loads no Quart);
 - :mod:`qapp.ext`: the Quart extension, :class:`~qapp.ext.Qapp`: stores per
   worker, server-side sessions, ``g.user`` and :func:`~qapp.ext.login_required`;
 - :mod:`qapp.service`: the demo service and race lab, built on the two above
-  (:func:`create_app`; ``qapp.routes`` is its URL map);
+  (``qapp.routes`` is its URL map, :func:`create_app` in :mod:`qapp.app` builds it);
 - serving and tools: ``qapp serve`` (:mod:`qapp.server`), ``qapp race``
   (:mod:`qapp.tools`) and :mod:`qapp.testing`.
 
@@ -21,15 +21,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from qapp.app import create_app
     from qapp.ext import Qapp, login_required
-    from qapp.service import create_app
 
 __all__ = ["Qapp", "create_app", "login_required"]
 
 _LAZY = {
     "Qapp": "qapp.ext",
     "login_required": "qapp.ext",
-    "create_app": "qapp.service",
+    "create_app": "qapp.app",
 }
 
 

@@ -21,12 +21,12 @@ import redis.asyncio as aioredis
 from quart import Quart
 
 from qapp import create_app
-from qapp.backends.memory import MemoryStore
-from qapp.backends.postgres import PostgresStore
-from qapp.backends.redis import DATA_PREFIX, RedisStore
-from qapp.backends.sqlite import SQLiteStore
 from qapp.ext import state_of
 from qapp.state import Store
+from qapp.store.backends.memory import MemoryStore
+from qapp.store.backends.postgres import PostgresStore
+from qapp.store.backends.redis import DATA_PREFIX, RedisStore
+from qapp.store.backends.sqlite import SQLiteStore
 from qapp.testing import free_port
 
 

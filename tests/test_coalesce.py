@@ -1,4 +1,4 @@
-"""Coalesced increments (qapp.backends.coalesce) on SQLite and Redis: fewer writes, same numbers.
+"""Coalesced increments (qapp.store.backends.coalesce) on SQLite and Redis: same numbers.
 
 Each test runs on a real SQLite file and a real redis-server. ``sends`` is
 the batcher's own count of store calls, read to prove that increments were
@@ -13,8 +13,8 @@ import random
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from qapp.backends.coalesce import IncrBatcher
 from qapp.state import InvalidValue, Store, open_store
+from qapp.store.backends.coalesce import IncrBatcher
 
 PROCESSES = 4
 

@@ -1,4 +1,4 @@
-"""``cached`` (qapp.flight) on every backend: one computation however many ask, stale values,
+"""``cached`` (qapp.store.flight) on every backend: one computation however many ask, stale values,
 early refresh, failures never cached; and the store primitives under it (lease, listen)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from qapp.flight import Cached, StillComputing, cached
 from qapp.state import InvalidValue, LockTimeout, Store, open_store
+from qapp.store.flight import Cached, StillComputing, cached
 
 
 @dataclass

@@ -43,9 +43,9 @@ def total(
 
 
 def test_importing_the_store_layer_loads_neither_quart_nor_prometheus() -> None:
-    """Importing qapp.state, qapp.metrics and a backend loads neither Quart nor prometheus."""
+    """Importing qapp.state, qapp.store.metrics and a backend loads neither Quart nor prometheus."""
     code = (
-        "import sys, qapp.state, qapp.metrics, qapp.backends.base; "
+        "import sys, qapp.state, qapp.store.metrics, qapp.store.backends.base; "
         "print(sorted(m for m in ('quart', 'prometheus_client') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,9 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from qapp.backends import postgres as backend
-from qapp.backends import postgres_sql as sql
-from qapp.backends.postgres import PostgresStore
 from qapp.state import (
     ConfigurationError,
     InvalidValue,
@@ -36,6 +33,9 @@ from qapp.state import (
     open_store,
     store_from_url,
 )
+from qapp.store.backends import postgres as backend
+from qapp.store.backends import postgres_sql as sql
+from qapp.store.backends.postgres import PostgresStore
 from qapp.testing.postgres import PostgresServer
 
 PROCESSES = 4

@@ -1,6 +1,6 @@
 """The rate limiter: exact across processes on shared stores, honest about memory://.
 
-The store-level rule (:mod:`qapp.ratelimit`) is proven on every backend;
+The store-level rule (:mod:`qapp.store.ratelimit`) is proven on every backend;
 the route decorator (:mod:`qapp.ext.ratelimit`) on a small app of its own,
 as a user would write it.
 """
@@ -20,8 +20,8 @@ from quart import Quart
 
 from qapp.ext import Qapp, rate_limit
 from qapp.ext.ratelimit import trusted_proxies
-from qapp.ratelimit import Limit, hit, parse_limit
 from qapp.state import ConfigurationError, Store, open_store
+from qapp.store.ratelimit import Limit, hit, parse_limit
 
 PROCESSES = 4
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qapp.backends.memory import MemoryStore
 from qapp.state import InvalidValue, LockTimeout, Store, open_store
+from qapp.store.backends.memory import MemoryStore
 
 
 class TestValues:
@@ -281,7 +281,7 @@ async def test_memory_store_rewrite_makes_entry_young() -> None:
 async def test_failed_sweep_does_not_fail_a_committed_write(tmp_path: Path) -> None:
     """A write whose statement committed is reported as done even if the expiry sweep after
     it fails: a caller told otherwise would retry and count twice."""
-    from qapp.backends import sqlite as backend
+    from qapp.store.backends import sqlite as backend
 
     store = await open_store(f"sqlite://{tmp_path / 'q.db'}")
     try:

@@ -1,4 +1,4 @@
-"""``@qapp.cached(...)``: :mod:`qapp.flight`'s ``cached`` on the current app's store.
+"""``@qapp.cached(...)``: :mod:`qapp.store.flight`'s ``cached`` on the current app's store.
 
 ::
 
@@ -20,7 +20,7 @@ object use :func:`cached` from this module, which is the same.
 
 A background refresh (of a stale value, or an early one) runs as a Quart
 background task: it keeps the app context, and a worker that shuts down waits
-for it. A waiter that gives up (:class:`~qapp.flight.StillComputing`, a
+for it. A waiter that gives up (:class:`~qapp.store.flight.StillComputing`, a
 :class:`~qapp.state.LockTimeout`) is answered 503 with ``Retry-After``, like
 every store error.
 """
@@ -35,8 +35,8 @@ from typing import ParamSpec, TypeVar
 from quart import current_app, has_app_context
 
 from qapp.ext.context import get_store
-from qapp.flight import Cached, Result, StillComputing
-from qapp.flight import cached as cached_in
+from qapp.store.flight import Cached, Result, StillComputing
+from qapp.store.flight import cached as cached_in
 
 __all__ = ["Cached", "Result", "StillComputing", "cached"]
 

@@ -12,8 +12,8 @@ import logging
 
 from quart import Quart, Response, jsonify
 
-from qapp import metrics
 from qapp.state import LockTimeout, StaleLease, StoreUnavailable, dumps
+from qapp.store import metrics
 
 __all__ = [
     "RETRY_AFTER",

@@ -55,12 +55,10 @@ from typing import Any, TypeVar
 
 from quart import Quart
 
-from qapp import metrics
 from qapp.ext import cache, errors, fastpath, origin, ratelimit, session_cookie, sessions, users
 from qapp.ext import metrics as metrics_route
 from qapp.ext.context import QappState, UserLoader, Users, state_of
 from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
-from qapp.ratelimit import parse_limit
 from qapp.state import (
     ConfigurationError,
     Store,
@@ -69,6 +67,8 @@ from qapp.state import (
     redact,
     store_from_url,
 )
+from qapp.store import metrics
+from qapp.store.ratelimit import parse_limit
 
 __all__ = ["DEFAULT_SESSION_TTL", "Qapp"]
 

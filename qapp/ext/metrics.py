@@ -2,7 +2,7 @@
 
 Off unless ``QAPP_METRICS`` is on (config key or environment variable).
 Then :func:`install` counts each request (route, method, status, time in
-the app), times every call to the app's stores (:func:`qapp.metrics.instrument`)
+the app), times every call to the app's stores (:func:`qapp.store.metrics.instrument`)
 and serves ``GET /metrics``, which only these may read:
 
 - with ``QAPP_METRICS_TOKEN`` set, a request carrying
@@ -11,7 +11,7 @@ and serves ``GET /metrics``, which only these may read:
   client as :func:`~qapp.ext.ratelimit.client_address` tells it, so a
   trusted proxy's forwarded address counts, not the proxy's own.
 
-What each metric means is in :mod:`qapp.metrics`.
+What each metric means is in :mod:`qapp.store.metrics`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 from quart import Quart, Response, request
 
-from qapp import metrics
 from qapp.ext.errors import error_response
 from qapp.ext.ratelimit import client_address
+from qapp.store import metrics
 
 __all__ = ["PATH", "TOKEN_KEY", "install"]
 

@@ -3,7 +3,7 @@
 Over the limit, a route answers 429 with ``Retry-After`` and the
 ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and
 ``RateLimit-Policy`` headers; an allowed answer carries the same headers.
-The count lives in a store (:func:`qapp.ratelimit.hit`, one atomic
+The count lives in a store (:func:`qapp.store.ratelimit.hit`, one atomic
 ``incr`` per request), so it is exact for every worker and host that shares
 it; on ``memory://`` each worker counts alone and allows its own N.
 
@@ -25,11 +25,11 @@ from quart import Quart, Response, after_this_request, g, request
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from qapp import metrics
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
-from qapp.ratelimit import Limit, Verdict, hit, parse_limit
 from qapp.state import ConfigurationError
+from qapp.store import metrics
+from qapp.store.ratelimit import Limit, Verdict, hit, parse_limit
 
 __all__ = ["RateLimited", "check", "client_address", "install", "rate_limit"]
 

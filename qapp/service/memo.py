@@ -5,7 +5,7 @@ The value takes ``MEMO_WORK`` seconds to compute (0.2 by default: simulated
 work, an ``asyncio.sleep``), is kept in the cache store for ``MEMO_TTL``
 seconds (300 by default) and is then computed afresh on demand.
 
-The route is the library's ``cached`` (:mod:`qapp.flight`, through
+The route is the library's ``cached`` (:mod:`qapp.store.flight`, through
 :func:`qapp.ext.cached`) and nothing else. Single flight, across every worker
 of every host that shares the store:
 
@@ -27,7 +27,7 @@ past its ttl, answered at once while one worker recomputes it.
 Each setting is a config key or a ``QAPP_MEMO_*`` environment variable.
 Keys, in the ``memo`` namespace of the cache store: ``v:<k>`` (the value),
 ``n:<k>`` (the count), and the lock ``<k>``, where ``<k>`` is
-:meth:`~qapp.flight.Cached.key` of ``compute(key)``.
+:meth:`~qapp.store.flight.Cached.key` of ``compute(key)``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ DEFAULTS: dict[str, float] = {
     "MEMO_WAIT": 8.0,
 }
 
-#: Where each app keeps its memo (a :class:`~qapp.flight.Cached`) in ``app.extensions``.
+#: Where each app keeps its memo (a :class:`~qapp.store.flight.Cached`) in ``app.extensions``.
 EXTENSION = "qapp.memo"
 
 

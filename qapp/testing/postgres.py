@@ -237,7 +237,7 @@ class PostgresServer:
 
         Between tests, this is much faster than a database of their own each.
         """
-        from qapp.backends.postgres import TABLES
+        from qapp.store.backends.postgres import TABLES
 
         tables = ", ".join(TABLES)
         self.psql(

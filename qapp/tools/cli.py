@@ -59,7 +59,7 @@ def _metrics_directory(app: Any) -> Path | None:
     directory the caller named (``PROMETHEUS_MULTIPROC_DIR``) is only emptied
     of the last run's files, as prometheus-client asks.
     """
-    from qapp import metrics
+    from qapp.store import metrics
 
     config = getattr(app, "config", None)
     flag = config.get(metrics.ENV) if isinstance(config, Mapping) else None
@@ -135,8 +135,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def vacuum(args: argparse.Namespace) -> int:
     """Give a SQLite store's free space back to the file system."""
-    from qapp.backends.sqlite import SQLiteStore
     from qapp.state import QappError, store_from_url
+    from qapp.store.backends.sqlite import SQLiteStore
 
     try:
         store = store_from_url(args.url)

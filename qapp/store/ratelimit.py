@@ -23,7 +23,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from qapp.state import ConfigurationError, Store
+from qapp.store.errors import ConfigurationError
+from qapp.store.interface import Store
 
 __all__ = ["Limit", "Verdict", "hit", "parse_limit"]
 

@@ -2,8 +2,8 @@
 
 ``redis+sentinel://[:password@]host:port[,host:port]/service[/db]`` names the
 sentinels and the service they watch (``rediss+sentinel://`` for TLS; the
-options are :mod:`~qapp.backends.redis_urls`'). Everything but the client is
-:class:`~qapp.backends.redis.RedisStore`'s: the same keys, scripts, locks
+options are :mod:`~qapp.store.backends.redis_urls`'). Everything but the client is
+:class:`~qapp.store.backends.redis.RedisStore`'s: the same keys, scripts, locks
 and fencing tokens.
 
 What a failover looks like from qapp:
@@ -40,9 +40,12 @@ import redis.asyncio.sentinel as aiosentinel
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from qapp.backends.redis import POOL_OPTIONS, RedisStore
-from qapp.backends.redis_urls import parse_topology
-from qapp.state import ConfigurationError, Store, Wakeup, redact
+from qapp.store.backends.redis import POOL_OPTIONS, RedisStore
+from qapp.store.backends.redis_urls import parse_topology
+from qapp.store.errors import ConfigurationError
+from qapp.store.interface import Store
+from qapp.store.lease import Wakeup
+from qapp.store.urls import redact
 
 __all__ = ["LocalWakeups", "SentinelStore", "client_options"]
 
@@ -101,9 +104,7 @@ class SentinelStore(LocalWakeups, RedisStore):
         topology = self.topology
         size: int = topology.options.get("max_connections", POOL_OPTIONS["max_connections"])
         options = {**client_options(topology.options), **topology.credentials()}
-        self._sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-            topology.hosts, sentinel_kwargs=options
-        )
+        self._sentinel = aiosentinel.Sentinel(topology.hosts, sentinel_kwargs=options)
         # The pool does not wait for a free connection; the store's slots
         # (one per connection) make sure it never has to.
         client = self._sentinel.master_for(

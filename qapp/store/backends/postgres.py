@@ -21,7 +21,7 @@ Why it is correct under many coroutines, processes and hosts:
 - ``add``, ``incr`` and the lock are ``INSERT … ON CONFLICT DO UPDATE … WHERE
   … RETURNING``: one statement that PostgreSQL makes atomic, never a read
   followed by a write. Increments of one key that overlap in one worker go
-  out as one UPSERT of their sum (:mod:`qapp.backends.coalesce`).
+  out as one UPSERT of their sum (:mod:`qapp.store.backends.coalesce`).
 - Taking a lock issues its fencing token in the same statement (the lock
   row's ``fence`` plus one); releasing it frees the row but keeps it, so the
   next token is greater still, and renewing it is one ``UPDATE`` checked
@@ -66,8 +66,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import asyncpg.exceptions
 
-from qapp.backends.base import SharedStore
-from qapp.backends.postgres_sql import (
+from qapp.store.backends.base import SharedStore
+from qapp.store.backends.postgres_sql import (
     ADD,
     DELETE,
     EXPIRE,
@@ -83,23 +83,20 @@ from qapp.backends.postgres_sql import (
     SWEEP,
     UNLOCK,
 )
-from qapp.backends.postgres_wakeups import Wakeups, payload
-from qapp.state import (
+from qapp.store.backends.postgres_wakeups import Wakeups, payload
+from qapp.store.errors import (
     ConfigurationError,
     InvalidValue,
-    JSONValue,
     StaleLease,
     StoreError,
     StoreUnavailable,
-    Wakeup,
-    check_ttl,
-    dumps,
-    loads,
-    redact,
 )
+from qapp.store.lease import Wakeup
+from qapp.store.urls import redact
+from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
 if TYPE_CHECKING:
-    from qapp.state import Lease
+    from qapp.store.lease import Lease
 
 __all__ = ["PostgresStore"]
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from qapp.state import ConfigurationError, redact
+from qapp.store.errors import ConfigurationError
+from qapp.store.urls import redact
 
 __all__ = ["Durability", "Topology", "parse_topology", "split_durability"]
 

@@ -1,4 +1,4 @@
-"""The bookkeeping of :mod:`qapp.flight`: what the store keeps, and one lookup in flight.
+"""The bookkeeping of :mod:`qapp.store.flight`: what the store keeps, and one lookup in flight.
 
 :class:`Entry` is a kept value with when it stops being fresh and how long
 it took to make; :class:`Flight` is one lookup of a key in this worker,
@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from qapp.state import JSONValue, LockTimeout, dumps
+from qapp.store.errors import LockTimeout
+from qapp.store.values import JSONValue, dumps
 
 __all__ = ["Entry", "Flight", "Found", "Result", "StillComputing", "Stopped"]
 

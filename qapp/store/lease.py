@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from qapp.state import Store
+__all__ = ["FencedWriter", "Lease", "Wakeup"]
 
-__all__ = ["Lease", "Wakeup"]
+
+class FencedWriter(Protocol):
+    """Where a lease writes: the store (or namespace view) that handed it out."""
+
+    async def set_fenced(
+        self, key: str, value: Any, lease: Lease, ttl: float | None = None
+    ) -> None:
+        """Write ``value`` at ``key`` unless a newer holder of ``lease``'s lock exists."""
 
 
 class Lease:
@@ -38,7 +44,7 @@ class Lease:
         self.token = token
         #: The store (or namespace view) whose ``lock`` took it: where
         #: :meth:`set` writes. Set by the store that hands the lease out.
-        self.view: Store | None = None
+        self.view: FencedWriter | None = None
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` at ``key`` of :attr:`view`, unless a newer holder took the lock.

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from qapp.lease import Wakeup
+from qapp.store.lease import Wakeup
 
 __all__ = ["WakeupReader"]
 

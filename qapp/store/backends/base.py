@@ -13,7 +13,7 @@ a fenced write (``set_fenced``) is refused once a newer one exists. A third,
 that is what :meth:`~qapp.state.Store.lease` hands its holder.
 
 It also routes :meth:`~qapp.state.Store.incr` through an
-:class:`~qapp.backends.coalesce.IncrBatcher`: increments of one key that
+:class:`~qapp.store.backends.coalesce.IncrBatcher`: increments of one key that
 overlap in one worker go out as one atomic increment of their sum
 (:meth:`~SharedStore.incr_by`), and each caller gets its own number from the
 range the store returns.
@@ -31,17 +31,12 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from qapp import metrics
-from qapp.backends.coalesce import IncrBatcher
-from qapp.state import (
-    Lease,
-    LockTimeout,
-    Store,
-    StoreError,
-    check_delta,
-    check_ttl,
-    lease_and_wait,
-)
+from qapp.store import metrics
+from qapp.store.backends.coalesce import IncrBatcher
+from qapp.store.errors import LockTimeout, StoreError
+from qapp.store.interface import Store
+from qapp.store.lease import Lease
+from qapp.store.values import check_delta, check_ttl, lease_and_wait
 
 __all__ = ["SharedStore"]
 

@@ -1,4 +1,4 @@
-"""The SQL of :mod:`qapp.backends.postgres`: the schema and one statement per operation.
+"""The SQL of :mod:`qapp.store.backends.postgres`: the schema and one statement per operation.
 
 Every statement is complete on its own and runs in autocommit mode: no
 transaction is ever open across an ``await``. "Live" means not expired on

@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from qapp import metrics
+from qapp.store import metrics
 
 #: ``(key, ttl)``: only increments with the same ttl share a batch, since the
 #: ttl applies when the increment creates the key.

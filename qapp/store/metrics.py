@@ -3,7 +3,7 @@
 Any layer may report an event here (the store layer included: this module
 imports neither Quart nor, until :func:`enable`, ``prometheus_client``)::
 
-    from qapp import metrics
+    from qapp.store import metrics
     metrics.cache_event("hit")
 
 Until :func:`enable` runs, every call does nothing and costs one function
@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 if TYPE_CHECKING:
-    from qapp.state import Store
+    from qapp.store.interface import Store
 
 __all__ = [
     "ENV",

@@ -1,9 +1,9 @@
 """PostgreSQL's wake-ups: one LISTEN connection per worker, outside the store's pool.
 
-:meth:`qapp.backends.postgres.PostgresStore.notify` sends ``pg_notify`` on
+:meth:`qapp.store.backends.postgres.PostgresStore.notify` sends ``pg_notify`` on
 one channel; each listening worker keeps one connection LISTENing there and
 wakes the listeners of the name a notification's payload names
-(:class:`~qapp.backends.wakeups.WakeupReader` keeps the listeners).
+(:class:`~qapp.store.backends.wakeups.WakeupReader` keeps the listeners).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from asyncpg import Connection
 
-from qapp.backends.postgres_sql import WAKEUP_CHANNEL
-from qapp.backends.wakeups import WakeupReader
-from qapp.lease import Wakeup
+from qapp.store.backends.postgres_sql import WAKEUP_CHANNEL
+from qapp.store.backends.wakeups import WakeupReader
+from qapp.store.lease import Wakeup
 
 __all__ = ["Wakeups", "payload"]
 

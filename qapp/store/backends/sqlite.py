@@ -36,20 +36,12 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from qapp.backends.base import SharedStore
-from qapp.state import (
-    ConfigurationError,
-    InvalidValue,
-    JSONValue,
-    StaleLease,
-    StoreUnavailable,
-    check_ttl,
-    dumps,
-    loads,
-)
+from qapp.store.backends.base import SharedStore
+from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
+from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
 if TYPE_CHECKING:
-    from qapp.state import Lease
+    from qapp.store.lease import Lease
 
 log = logging.getLogger(__name__)
 

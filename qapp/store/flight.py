@@ -17,44 +17,16 @@ computes it and the others get what it computed::
 
 (In a Quart app, :meth:`qapp.ext.Qapp.cached` finds the app's store itself.)
 
-What it promises:
-
-- **Keys.** A call's key is the function's module and qualified name plus its
-  bound arguments (defaults applied) as canonical JSON, keys sorted:
-  ``f(1)`` and ``f(x=1)`` are one key. Arguments that are not JSON raise
-  :class:`TypeError`; nothing is ever pickled. A value that is not JSON
-  raises :class:`~qapp.state.InvalidValue` and is not cached.
-- **Single flight.** In a worker, concurrent calls of one key share one
-  lookup. Across workers, the one that computes holds the store's lock of
-  the key (:meth:`~qapp.state.Store.lease`, taken with ``wait=0``) and renews
-  its lease while the work runs, so work longer than the lease is still done
-  once; a computer that dies frees the lock when its lease lapses, and a
-  waiter takes over. Waiters are woken by :meth:`~qapp.state.Store.notify`
-  when the value lands (Redis pub/sub reaches every host) and otherwise poll
-  with jittered backoff; one that waits longer than ``wait`` seconds gets
-  :class:`StillComputing`, a :class:`~qapp.state.LockTimeout` (a 503 in the
-  Quart extension).
-- **ttl and stale.** A value is fresh for ``ttl`` seconds, then stale for
-  ``stale`` more. A stale value is answered at once, marked stale, while one
-  caller across all workers recomputes it in the background. After both,
-  it is gone, and the next call computes while the others wait.
-- **Early refresh.** A fresh value is recomputed in the background before it
-  expires, with the probability of XFetch (Vattani et al., VLDB 2015): when
-  ``now - delta * beta * log(random()) >= expiry``, where ``delta`` is how
-  long its last computation took. Keys written together thus do not expire
-  together, and under steady load the value is mostly renewed before anyone
-  has to wait. ``beta=0`` turns it off; a larger one refreshes earlier. With
-  many calls per second it starts about ``delta * beta * ln(rate * delta)``
-  seconds before expiry, so it suits a ``ttl`` well above that.
-- **Failures are never cached.** A computation that raises leaves the store
-  as it was: its callers get the exception (and a stale value, where one is
-  kept, goes on being served, marked stale, until its time is up).
-- **Computations are counted** in the store (``incr``), and every answer says
-  which computation produced its value: :attr:`Result.computations`.
-
-An in-flight computation is not stopped by :meth:`Cached.invalidate`: the
-value it is computing may land after the invalidation. Freshness is judged by
-each host's wall clock, so hosts should keep their clocks in step.
+It promises (docs/state.md says each in full): keys made of the function's
+name and its JSON arguments (:mod:`~qapp.store.callkey`; nothing is
+pickled); one computation at a time across every sharer of the store, the
+computer's lease renewed while it works (:mod:`~qapp.store.inflight` joins
+the callers of one worker); ``stale`` seconds after ``ttl`` during which the
+old value is answered at once while one caller recomputes; early refresh
+at random before expiry (XFetch, Vattani et al., VLDB 2015; ``beta=0``
+turns it off); failures never cached; computations counted in the store.
+An in-flight computation is not stopped by :meth:`Cached.invalidate`, and
+freshness is judged by each host's wall clock.
 
 Keys, in the namespace given (``cached`` by default) of the store:
 ``v:<key>`` the entry, ``n:<key>`` the count of computations (kept a week after
@@ -66,9 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import inspect
-import json
 import logging
 import math
 import random
@@ -76,19 +46,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, ParamSpec, TypeAlias, TypeVar
 
-from qapp.inflight import Entry, Flight, Found, Result, StillComputing, Stopped
-from qapp.namespace import Namespace, check_namespace
-from qapp.state import (
-    InvalidValue,
-    Lease,
-    LockTimeout,
-    Store,
-    StoreError,
-    Wakeup,
-    check_ttl,
-    dumps,
-    loads,
-)
+from qapp.store.callkey import CallKey
+from qapp.store.errors import InvalidValue, LockTimeout, StoreError
+from qapp.store.inflight import Entry, Flight, Found, Result, StillComputing, Stopped
+from qapp.store.interface import Namespace, Store, check_namespace
+from qapp.store.lease import Lease, Wakeup
+from qapp.store.values import check_seconds, dumps, loads
 
 __all__ = ["DEFAULT_NAMESPACE", "Cached", "Result", "Spawn", "StillComputing", "cached"]
 
@@ -101,8 +64,6 @@ T = TypeVar("T")
 DEFAULT_NAMESPACE = "cached"
 #: Seconds the count of a key's computations is kept after its last computation.
 COUNT_TTL = 7 * 24 * 3600.0
-#: Arguments whose JSON is longer than this are named by its SHA-256 in the key.
-MAX_ARGS_IN_KEY = 200
 #: Seconds of the first poll of a waiter, doubled up to one of the caps below.
 FIRST_POLL = 0.005
 #: The longest poll of a waiter that no notification can reach (SQLite).
@@ -146,16 +107,16 @@ class Cached(Generic[P, T]):
         functools.update_wrapper(self, func)
         self.func = func
         self._store = store if callable(store) else (lambda: store)
-        self.ttl = _positive("ttl", ttl)
-        self.stale = _not_negative("stale", stale)
-        self.lease = _positive("lease", lease)
-        self.wait = _not_negative("wait", wait)
-        self.beta = _not_negative("beta", beta)
+        self.ttl = check_seconds("ttl", ttl)
+        self.stale = check_seconds("stale", stale, zero=True)
+        self.lease = check_seconds("lease", lease)
+        self.wait = check_seconds("wait", wait, zero=True)
+        self.beta = check_seconds("beta", beta, zero=True)
         self.namespace = check_namespace(namespace or DEFAULT_NAMESPACE)
         self._spawn = spawn or self._spawn_task
         #: The function's module and qualified name: how every key begins.
         self.name = f"{func.__module__}.{func.__qualname__}"
-        self._signature = inspect.signature(func)
+        self._key = CallKey(func, self.name)
         self._flights: dict[_Slot, Flight] = {}
         self._refreshing: set[_Slot] = set()
         self._refresh_failed: dict[_Slot, float] = {}
@@ -169,28 +130,7 @@ class Cached(Generic[P, T]):
         Raises:
             TypeError: the arguments do not fit the function, or are not JSON.
         """
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}: {exc}") from None
-        bound.apply_defaults()
-        try:
-            text = json.dumps(
-                bound.arguments,
-                sort_keys=True,
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,
-            )
-            text.encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise TypeError(
-                f"the arguments of {self.name} must be JSON to make its cache key "
-                f"(nothing is pickled): {exc}"
-            ) from None
-        if len(text) > MAX_ARGS_IN_KEY:
-            text = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return f"{self.name}:{text}"
+        return self._key(args, kwargs)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         """The value for these arguments: kept, or computed by one caller of all."""
@@ -476,21 +416,3 @@ def cached(
         )
 
     return decorate
-
-
-def _positive(name: str, value: float) -> float:
-    try:
-        checked = check_ttl(value)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{name}: {exc}") from None
-    if checked is None:
-        raise TypeError(f"{name} must be a number of seconds, not None")
-    return checked
-
-
-def _not_negative(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
-    return float(value)

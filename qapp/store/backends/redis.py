@@ -3,11 +3,11 @@
 ``redis://host:port/db``, ``rediss://`` (TLS) and ``unix:///path?db=0`` are
 accepted, with redis-py's query options (``socket_timeout``,
 ``max_connections``, …) overriding the defaults below. Redis Sentinel and
-Redis Cluster are :mod:`~qapp.backends.redis_sentinel` and
-:mod:`~qapp.backends.redis_cluster`, subclasses of :class:`RedisStore` that
+Redis Cluster are :mod:`~qapp.store.backends.redis_sentinel` and
+:mod:`~qapp.store.backends.redis_cluster`, subclasses of :class:`RedisStore` that
 change how the client is made and how keys are named, nothing else. With
 ``?wait_replicas=1`` (or ``?durable=1``) every write is acknowledged only
-once a replica holds it (:mod:`~qapp.backends.redis_urls`).
+once a replica holds it (:mod:`~qapp.store.backends.redis_urls`).
 
 Each worker keeps one connection pool, created in its own event loop on
 first use. The pool waits for a free connection instead of failing when all
@@ -47,22 +47,13 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from qapp.backends.base import SharedStore
-from qapp.backends.redis_urls import Durability, split_durability
-from qapp.backends.redis_wakeups import Wakeups
-from qapp.state import (
-    ConfigurationError,
-    InvalidValue,
-    JSONValue,
-    Lease,
-    StaleLease,
-    StoreUnavailable,
-    Wakeup,
-    check_ttl,
-    dumps,
-    loads,
-    redact,
-)
+from qapp.store.backends.base import SharedStore
+from qapp.store.backends.redis_urls import Durability, split_durability
+from qapp.store.backends.redis_wakeups import Wakeups
+from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
+from qapp.store.lease import Lease, Wakeup
+from qapp.store.urls import redact
+from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
 #: Defaults for redis-py's pool and sockets; the URL's query may override them.
 POOL_OPTIONS: dict[str, Any] = {
@@ -91,7 +82,7 @@ class Script:
 
     @classmethod
     def load(cls, name: str) -> Script:
-        text = resources.files("qapp.backends").joinpath(name).read_text(encoding="utf-8")
+        text = resources.files("qapp.store.backends").joinpath(name).read_text(encoding="utf-8")
         return cls(text, hashlib.sha1(text.encode()).hexdigest())
 
 

@@ -2,7 +2,7 @@
 
 A waiter that polls a key costs the store a read per waiter per poll, and
 hears of the change up to a poll late. With Redis every worker of every host
-can be told instead: :meth:`RedisStore.notify <qapp.backends.redis.RedisStore.notify>`
+can be told instead: :meth:`RedisStore.notify <qapp.store.backends.redis.RedisStore.notify>`
 publishes on the channel of a name, and each listener is woken at once.
 
 A subscription per listener would cost a connection (or a round trip) per
@@ -28,8 +28,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from qapp.backends.wakeups import WakeupReader
-from qapp.lease import Wakeup
+from qapp.store.backends.wakeups import WakeupReader
+from qapp.store.lease import Wakeup
 
 __all__ = ["Wakeups"]
 
@@ -97,7 +97,7 @@ class Wakeups(WakeupReader):
                 # A notification may have been missed: every listener looks again.
                 self._wake()
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    await pubsub.aclose()
                     await client.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)

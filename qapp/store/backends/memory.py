@@ -20,20 +20,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
-from qapp.state import (
-    ConfigurationError,
-    InvalidValue,
-    JSONValue,
-    Lease,
-    LockTimeout,
-    StaleLease,
-    Store,
-    check_delta,
-    check_ttl,
-    dumps,
-    lease_and_wait,
-    loads,
-)
+from qapp.store.errors import ConfigurationError, InvalidValue, LockTimeout, StaleLease
+from qapp.store.interface import Store
+from qapp.store.lease import Lease
+from qapp.store.values import JSONValue, check_delta, check_ttl, dumps, lease_and_wait, loads
 
 __all__ = ["MemoryStore"]
 

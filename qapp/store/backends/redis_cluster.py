@@ -2,9 +2,9 @@
 
 ``redis+cluster://[:password@]host:port[,host:port]`` names any nodes of the
 cluster (``rediss+cluster://`` for TLS; the options are
-:mod:`~qapp.backends.redis_urls`'). Cluster has database 0 only, so the URL
+:mod:`~qapp.store.backends.redis_urls`'). Cluster has database 0 only, so the URL
 has no path. Everything but the client and the key names is
-:class:`~qapp.backends.redis.RedisStore`'s.
+:class:`~qapp.store.backends.redis.RedisStore`'s.
 
 Keys and hash tags. A Lua script may only touch keys of one slot, and each
 of qapp's scripts touches one name's keys, so every Redis key is the name in
@@ -47,7 +47,7 @@ import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.crc import key_slot
 
-from qapp.backends.redis import (
+from qapp.store.backends.redis import (
     DATA_PREFIX,
     FAILURES,
     FENCE_PREFIX,
@@ -56,9 +56,10 @@ from qapp.backends.redis import (
     RedisStore,
     _Client,
 )
-from qapp.backends.redis_sentinel import LocalWakeups, client_options
-from qapp.backends.redis_urls import Durability, parse_topology
-from qapp.state import ConfigurationError, redact
+from qapp.store.backends.redis_sentinel import LocalWakeups, client_options
+from qapp.store.backends.redis_urls import Durability, parse_topology
+from qapp.store.errors import ConfigurationError
+from qapp.store.urls import redact
 
 __all__ = ["ClusterStore"]
 

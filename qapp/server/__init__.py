@@ -1,0 +1,1 @@
+"""Serving: ``qapp serve``'s supervisor, listening sockets and workers (hypercorn, granian)."""
