@@ -22,7 +22,7 @@ __all__ = ["create_app"]
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
-    """Build the app: defaults, then ``QAPP_*`` variables, then ``test_config``.
+    """Build the app from ``test_config`` and the ``QAPP_*`` variables (the mapping wins).
 
     Nothing connects here. Each hypercorn worker builds its own app and opens
     its stores in ``before_serving``, inside its own event loop.
@@ -31,26 +31,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
         ConfigurationError: a store URL is malformed or names no known backend.
     """
     settings = config.resolve(test_config)
-    app = Quart(__name__, instance_path=settings["INSTANCE_PATH"])
+    # Named for its package, whose folder holds the page's static files and templates.
+    app = Quart("qapp.service", instance_path=settings["QAPP_INSTANCE_PATH"])
     app.config.update(settings)
     # Answers keep the order their routes built them in.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("qapp").setLevel(logging.INFO)
 
     errors.init_app(app)
-    stores = {
-        "default": settings["STORE_URL"],
-        "session": settings["SESSION_STORE_URL"],
-        "cache": settings["CACHE_STORE_URL"],
-    }
     # Bad bodies are refused before the session hook reads any store.
     validation.init_app(app)
-    qapp = Qapp(
-        app,
-        stores=stores,
-        session_ttl=settings.get("SESSION_TTL"),
-        session_values=[COUNTER, lab.SESSION_VALUE],
-    )
+    # Store URLs, sessions and the secret key: the extension reads them from app.config.
+    qapp = Qapp(app, session_values=[COUNTER, lab.SESSION_VALUE])
     qapp.user_loader(auth.load_user)
     routes.register(app)
     return app

@@ -99,7 +99,7 @@ async def test_password_is_stored_hashed(client: httpx.AsyncClient, app: Quart) 
     """The store keeps a werkzeug hash of the password, never the password."""
     await client.post("/auth/register", json=ADA)
     contents = await snapshot(app)
-    raw = contents[app.config["STORE_URL"]]["user:ada"]
+    raw = contents[app.extensions["qapp"].settings.urls["default"]]["user:ada"]
     assert ADA["password"] not in raw
     record = json.loads(raw)
     assert record["username"] == "ada"

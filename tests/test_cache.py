@@ -98,7 +98,7 @@ async def test_cache_is_in_the_cache_store(client: httpx.AsyncClient, app: Quart
     """The value lives in the cache store under cache:<key>, as JSON."""
     await client.put("/cache/k", json=[1, 2])
     stores = await snapshot(app)
-    cache_url = app.config["CACHE_STORE_URL"]
+    cache_url = app.extensions["qapp"].settings.urls["cache"]
     assert stores[cache_url]["cache:k"] == '{"value":[1,2]}'
 
 

@@ -421,7 +421,7 @@ class Fuzz:
 @pytest.fixture
 async def fuzz(app: Quart, client: httpx.AsyncClient) -> AsyncIterator[Fuzz]:
     """The app started, with a registered user and a live logged-in cookie to fuzz with."""
-    app.config["MEMO_WORK"] = 0.0  # the simulated work adds nothing to a fuzz case
+    app.config["QAPP_MEMO_WORK"] = 0.0  # the simulated work adds nothing to a fuzz case
     name, password = USERS[0]
     await client.post("/auth/register", json={"username": name, "password": password})
     response = await client.post("/auth/login", json={"username": name, "password": password})
@@ -446,8 +446,9 @@ async def fuzz(app: Quart, client: httpx.AsyncClient) -> AsyncIterator[Fuzz]:
     state = Fuzz(app, cookies)
     yield state
     # The figures the README quotes; the run must really have tried them all.
+    scheme = app.extensions["qapp"].settings.urls["default"].split(":")[0]
     print(
-        f"\nfuzz {app.config['STORE_URL'].split(':')[0]}: {state.tried} cases, "
+        f"\nfuzz {scheme}: {state.tried} cases, "
         f"{dict(state.labels)}, statuses {dict(sorted(state.statuses.items()))}"
     )
     assert state.tried >= EXAMPLES

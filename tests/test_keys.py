@@ -66,7 +66,7 @@ async def seeded(app: Quart, client: httpx.AsyncClient) -> Quart:
     """The app started, with neighbour keys, a memo, a user and a session in its stores."""
     for key in ["k", "a", "b", "a:b", "a.b", "..", "k" * 200]:
         assert (await call(app, _put(key, json.dumps(f"value of {key}")))).status == 204
-    app.config["MEMO_WORK"] = 0.0
+    app.config["QAPP_MEMO_WORK"] = 0.0
     assert (await client.get("/memo/k")).status_code == 200
     creds = {"username": "keeper", "password": "keeper-password"}
     await client.post("/auth/register", json=creds)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Quart, current_app
 
 from qapp.state import Store
+
+if TYPE_CHECKING:
+    from qapp.ext.settings import Settings
 
 __all__ = ["QappState", "UserLoader", "Users", "get_store", "state_of"]
 
@@ -47,6 +50,8 @@ class QappState:
     session_quota: str | None = None
     #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.ratelimit`).
     trusted_proxies: tuple[Any, ...] = ()
+    #: The settings ``Qapp`` read for this app (:mod:`qapp.ext.settings`).
+    settings: Settings | None = None
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)

@@ -117,7 +117,7 @@ async def warm_dummy_hash() -> None:
     milliseconds of CPU and 32 MiB per hash, so a flood of logins must
     queue briefly or be refused, not run all at once.
     """
-    slots = int(current_app.config["HASH_CONCURRENCY"])
+    slots = int(current_app.config["QAPP_HASH_CONCURRENCY"])
     current_app.extensions[HASH_SLOTS] = asyncio.Semaphore(slots)
     current_app.extensions[HASH_THREADS] = ThreadPoolExecutor(
         slots, thread_name_prefix="qapp-hash", initializer=_yield_cpu

@@ -64,7 +64,7 @@ async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
     """Store the body at ``key`` for everyone, for ``ttl`` seconds if given."""
     check_key(key)
     value = await json_body()
-    longest = float(current_app.config["CACHE_MAX_TTL"])
+    longest = float(current_app.config["QAPP_CACHE_MAX_TTL"])
     if query_args.ttl is not None and query_args.ttl > longest:
         raise APIError(400, "invalid_query", f"ttl: at most {longest:g} seconds")
     # Counted last, so that a request refused for its input costs no quota.

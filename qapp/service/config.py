@@ -1,157 +1,123 @@
-"""Configuration: defaults, then ``QAPP_*`` environment variables, then a mapping.
+"""The demo service's settings: the extension's ``QAPP_*`` keys, plus the service's own.
 
-========================  ===========================================  ==========================
-variable                  default                                      meaning
-========================  ===========================================  ==========================
-QAPP_STORE_URL            ``sqlite://`` file ``qapp.db`` in the        the shared store
-                          instance folder
-QAPP_SESSION_STORE_URL    QAPP_STORE_URL                               where sessions live
-QAPP_CACHE_STORE_URL      QAPP_STORE_URL                               where the cache lives
-QAPP_SECRET_KEY           generated once, kept in the instance folder  signs session ids
-QAPP_INSTANCE_PATH        ``instance/`` in the working directory       default SQLite file, key
-========================  ===========================================  ==========================
+One rule for all of them, :func:`qapp.ext.settings.setting`'s: a key is read
+from the app's config (here, the mapping given to ``create_app``), else from
+the environment variable of the same name. The extension reads its keys
+(store URLs, sessions, the secret key, proxies, …) itself when ``Qapp(app)``
+is installed; this module fills in the service's own keys below, once, so
+the routes read ``app.config`` and never the environment.
 
-Abuse limits, each a ``QAPP_<KEY>`` variable or config key too ("off"
-turns a limit off); see :data:`LIMITS` for the defaults:
+``create_app`` also takes each key without its ``QAPP_`` prefix
+(``{"STORE_URL": …}``): the service's older names, kept as aliases. Quart's
+own keys (``SECRET_KEY``, ``MAX_CONTENT_LENGTH``, ``SESSION_COOKIE_SECURE``,
+…) pass through as Quart defines them.
 
-========================  ==================================================================
-key                       what it limits
-========================  ==================================================================
-LOGIN_LIMIT               logins per account (every attempt counts, right or wrong)
-LOGIN_CLIENT_LIMIT        logins per client address
-REGISTER_CLIENT_LIMIT     registrations per client address
-HASH_CONCURRENCY          password hashes running at once per worker (503 beyond)
-CACHE_MAX_TTL             the longest a cache entry lives; a PUT without ttl gets it
-CACHE_QUOTA               cache writes per client address
-MEMO_QUOTA                memo requests per client address that compute a new value
-SESSION_QUOTA             new sessions per client address (the extension's)
-ANONYMOUS_SESSION_TTL     a session's lifetime until its user logs in (the extension's)
-TRUSTED_PROXIES           proxies whose X-Forwarded-For names the client (the extension's)
-========================  ==================================================================
+Abuse limits take "off" for no limit. docs/settings.md lists every key.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qapp.ext.secret import SECRET_FILE, load_or_create_secret
-from qapp.state import store_from_url
+from quart import Quart, current_app
 
-__all__ = [
-    "ENV_KEYS",
-    "LIMITS",
-    "MAX_BODY",
-    "SECRET_FILE",
-    "as_bool",
-    "limit_setting",
-    "load_or_create_secret",
-    "resolve",
-]
+from qapp.ext.settings import EXTENSION_SETTINGS, limit, setting
+from qapp.state import ConfigurationError
 
-log = logging.getLogger(__name__)
+__all__ = ["ALIASES", "MAX_BODY", "SERVICE_SETTINGS", "instance_path", "number", "resolve"]
 
-#: Config keys that may come from ``QAPP_<KEY>`` environment variables.
-ENV_KEYS = (
-    "STORE_URL",
-    "SESSION_STORE_URL",
-    "CACHE_STORE_URL",
-    "SECRET_KEY",
-    "INSTANCE_PATH",
-    "SESSION_COOKIE_SECURE",
-    "LOGIN_LIMIT",
-    "LOGIN_CLIENT_LIMIT",
-    "REGISTER_CLIENT_LIMIT",
-    "HASH_CONCURRENCY",
-    "CACHE_MAX_TTL",
-    "CACHE_QUOTA",
-    "MEMO_QUOTA",
-    "BODY_TIMEOUT",
-    # Seconds that tune the memo and the lab (qapp.service.memo, qapp.service.lab).
-    "MEMO_WORK",
-    "MEMO_TTL",
-    "MEMO_STALE",
-    "MEMO_LEASE",
-    "MEMO_WAIT",
-    "LAB_WORK",
-    "LAB_REFRESH_TTL",
-    "LAB_REFRESH_STALE",
-    "LAB_REFRESH_WORK",
-)
-
-#: Defaults of the abuse limits (see the module docstring).
-LIMITS: dict[str, Any] = {
-    "LOGIN_LIMIT": "5/minute",
-    "LOGIN_CLIENT_LIMIT": "30/minute",
-    "REGISTER_CLIENT_LIMIT": "20/hour",
-    "HASH_CONCURRENCY": 2,
-    "CACHE_MAX_TTL": 24 * 3600.0,
-    "CACHE_QUOTA": "1000/hour",
-    "MEMO_QUOTA": "200/hour",
+#: The service's own keys: key -> (default, what it means).
+SERVICE_SETTINGS: dict[str, tuple[Any, str]] = {
+    "QAPP_INSTANCE_PATH": ("instance", "the instance folder: default SQLite file, generated key"),
+    "QAPP_LOGIN_LIMIT": ("5/minute", "logins per account (every attempt counts)"),
+    "QAPP_LOGIN_CLIENT_LIMIT": ("30/minute", "logins per client address"),
+    "QAPP_REGISTER_CLIENT_LIMIT": ("20/hour", "registrations per client address"),
+    "QAPP_HASH_CONCURRENCY": (2, "password hashes at once per worker (503 beyond)"),
+    "QAPP_CACHE_MAX_TTL": (24 * 3600.0, "the longest a cache entry lives (s)"),
+    "QAPP_CACHE_QUOTA": ("1000/hour", "cache writes per client address"),
+    "QAPP_MEMO_QUOTA": ("200/hour", "memo keys computed per client address"),
+    "QAPP_BODY_TIMEOUT": (10.0, "seconds Quart waits for a request body"),
+    "QAPP_MEMO_WORK": (0.2, "seconds of the memo's simulated work"),
+    "QAPP_MEMO_TTL": (300.0, "seconds a memo value is fresh"),
+    "QAPP_MEMO_STALE": (0.0, "seconds a memo value is served stale after that"),
+    "QAPP_MEMO_LEASE": (5.0, "seconds of the memo computer's renewed lease"),
+    "QAPP_MEMO_WAIT": (8.0, "seconds a memo waiter waits before a 503"),
+    "QAPP_LAB_WORK": (0.5, "seconds of the stampede rows' simulated work"),
+    "QAPP_LAB_TTL": (300.0, "seconds the stampede rows keep a value"),
+    "QAPP_LAB_REFRESH_TTL": (2.0, "seconds the refresh row's value is fresh"),
+    "QAPP_LAB_REFRESH_STALE": (30.0, "seconds it is served stale after that"),
+    "QAPP_LAB_REFRESH_WORK": (0.25, "seconds of the refresh row's work"),
 }
 
-#: The extension's own settings, which the service passes on as ``QAPP_<KEY>``.
-EXTENSION_KEYS = ("SESSION_QUOTA", "ANONYMOUS_SESSION_TTL", "TRUSTED_PROXIES", "CROSS_SITE_CHECK")
+#: Keys whose value is a rate limit ("5/minute" or "off").
+LIMIT_KEYS = frozenset(
+    key
+    for key, (default, _) in SERVICE_SETTINGS.items()
+    if isinstance(default, str) and "/" in default
+)
 
-#: Seconds Quart waits for a request body: ample for 64 KiB, short for a trickle.
-BODY_TIMEOUT = 10
+#: Keys whose value is a number (seconds, or a count).
+NUMBER_KEYS = frozenset(
+    key for key, (default, _) in SERVICE_SETTINGS.items() if isinstance(default, int | float)
+)
+
+#: The service's older names, without the prefix, for the keys above and the extension's.
+ALIASES: dict[str, str] = {
+    key.removeprefix("QAPP_"): key
+    for key in (*SERVICE_SETTINGS, *EXTENSION_SETTINGS)
+    # Quart's own key of the same name wins; QAPP_SECRET_KEY stays the extension's.
+    if key not in ("QAPP_SECRET_KEY", "QAPP_SESSION_COOKIE_SECURE")
+}
 
 #: Largest request body accepted, in bytes (larger gets 413).
 MAX_BODY = 64 * 1024
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return the ``QAPP_*`` settings found in the environment, as plain strings."""
-    env = os.environ if environ is None else environ
-    return {key: env[f"QAPP_{key}"] for key in ENV_KEYS if env.get(f"QAPP_{key}")}
-
-
-def instance_path(settings: Mapping[str, Any]) -> Path:
-    """The instance folder: the configured one, or ``instance/`` in the working directory."""
-    return Path(settings.get("INSTANCE_PATH") or "instance").resolve()
+def instance_path(config: Mapping[str, Any]) -> Path:
+    """The instance folder: ``QAPP_INSTANCE_PATH``, or ``instance/`` in the working directory."""
+    return Path(setting(config, "QAPP_INSTANCE_PATH") or "instance").resolve()
 
 
 def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Merge defaults, environment and ``overrides`` into the app's settings."""
-    settings: dict[str, Any] = {**from_env(), **(overrides or {})}
-    folder = instance_path(settings)
-    settings["INSTANCE_PATH"] = str(folder)
-    if not settings.get("STORE_URL"):
-        # The folder holds user data (sessions, password hashes): owner only.
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        settings["STORE_URL"] = f"sqlite://{folder / 'qapp.db'}"
-    for key in ("SESSION_STORE_URL", "CACHE_STORE_URL"):
-        settings[key] = settings.get(key) or settings["STORE_URL"]
-    # A bad URL fails here, before anything is written (the key file below).
-    for key in ("STORE_URL", "SESSION_STORE_URL", "CACHE_STORE_URL"):
-        store_from_url(settings[key])
-    if not settings.get("SECRET_KEY"):
-        settings["SECRET_KEY"] = load_or_create_secret(folder / SECRET_FILE)
-    settings.setdefault("MAX_CONTENT_LENGTH", MAX_BODY)
-    # From the environment it is a string; Quart needs a number.
-    settings["BODY_TIMEOUT"] = float(settings.get("BODY_TIMEOUT") or BODY_TIMEOUT)
-    for key, default in LIMITS.items():
-        settings.setdefault(key, default)
-    for key in EXTENSION_KEYS:
-        if key in settings:
-            settings[f"QAPP_{key}"] = settings[key]
-    # From the environment it is a string: "0" must not mean True.
-    settings["SESSION_COOKIE_SECURE"] = as_bool(settings.get("SESSION_COOKIE_SECURE"))
-    return settings
+    """The app's config: ``overrides`` (aliases renamed), then each service key read once.
+
+    Raises:
+        ConfigurationError: a limit or a number of seconds cannot be read.
+    """
+    config = {ALIASES.get(key, key): value for key, value in (overrides or {}).items()}
+    for key, (default, _) in SERVICE_SETTINGS.items():
+        value = setting(config, key)
+        if key in LIMIT_KEYS:
+            config[key] = limit(key, value, default)
+        elif key in NUMBER_KEYS:
+            config[key] = _number(key, default if value is None else value)
+        else:
+            config[key] = default if value is None else value
+    config["QAPP_INSTANCE_PATH"] = str(instance_path(config))
+    # The demo serves with the fast path unless told not to (the extension's default is off).
+    if setting(config, "QAPP_FAST_PATH") is None:
+        config["QAPP_FAST_PATH"] = True
+    # Quart's own keys.
+    config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY)
+    config["BODY_TIMEOUT"] = config["QAPP_BODY_TIMEOUT"]
+    return config
 
 
-def as_bool(value: object) -> bool:
-    """A setting as a bool: "1", "true", "yes" and "on" (any case) are True."""
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+def _number(key: str, value: object) -> float:
+    """A finite number >= 0 (at least 1 for a count of slots)."""
+    try:
+        found = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        found = math.nan
+    least = 1.0 if key == "QAPP_HASH_CONCURRENCY" else 0.0
+    if not math.isfinite(found) or found < least:
+        raise ConfigurationError(f"{key}: not a number >= {least:g}: {value!r}")
+    return found
 
 
-def limit_setting(value: Any) -> str | None:
-    """A limit from the settings: None when it is turned off ("off", "", 0 or None)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "off", "0"}):
-        return None
-    return str(value)
+def number(key: str, app: Quart | None = None) -> float:
+    """The service setting ``key`` (e.g. ``"QAPP_MEMO_TTL"``) of ``app`` or the current app."""
+    return float((app or current_app).config[key])

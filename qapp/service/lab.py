@@ -49,7 +49,7 @@ from quart import Blueprint, Quart, current_app
 from quart.blueprints import BlueprintSetupState
 
 from qapp.ext import Cached, cached, get_store, session
-from qapp.service import apidoc
+from qapp.service import apidoc, config
 from qapp.service.apidoc import document_response
 from qapp.service.errors import APIError
 from qapp.service.validation import check_key
@@ -68,15 +68,6 @@ STAMPEDE = ("naive", "cached")
 REFRESH_MODES = ("expire", "stale", "early")
 
 Mode: TypeAlias = Literal["expire", "stale", "early"]
-
-#: Defaults of the config keys that tune the lab (seconds).
-DEFAULTS: dict[str, float] = {
-    "LAB_WORK": 0.5,
-    "LAB_TTL": 300.0,
-    "LAB_REFRESH_TTL": 2.0,
-    "LAB_REFRESH_STALE": 30.0,
-    "LAB_REFRESH_WORK": 0.25,
-}
 
 #: Where each app keeps its ``cached`` functions, in ``app.extensions``.
 EXTENSION = "qapp.lab"
@@ -135,11 +126,6 @@ class RefreshAnswer(BaseModel):
     worker: int
 
 
-def _setting(name: str, app: Quart | None = None) -> float:
-    # From the environment it is a string.
-    return float((app or current_app).config.get(name, DEFAULTS[name]))
-
-
 # --- session dict vs atomic session ---------------------------------------------
 
 
@@ -196,7 +182,7 @@ def _home() -> Store:
 
 async def work(strategy: str, key: str) -> dict[str, Any]:
     """The expensive computation: ``LAB_WORK`` seconds, counted atomically once done."""
-    await asyncio.sleep(_setting("LAB_WORK"))
+    await asyncio.sleep(config.number("QAPP_LAB_WORK"))
     number = await _home().incr(f"count:{strategy}:{key}")
     return {"computation": number, "worker": os.getpid(), "computed_at": time.time()}
 
@@ -208,7 +194,7 @@ async def single_flight_value(key: str) -> dict[str, Any]:
 
 async def refresh_value(mode: str) -> dict[str, Any]:
     """The refresh route's value: ``LAB_REFRESH_WORK`` seconds of work."""
-    await asyncio.sleep(_setting("LAB_REFRESH_WORK"))
+    await asyncio.sleep(config.number("QAPP_LAB_REFRESH_WORK"))
     return {"worker": os.getpid(), "computed_at": time.time()}
 
 
@@ -217,12 +203,17 @@ def _flights() -> dict[str, Cached[[Any], dict[str, Any]]]:
     app = current_app
     made: dict[str, Cached[[Any], dict[str, Any]]] | None = app.extensions.get(EXTENSION)
     if made is None:
-        ttl = _setting("LAB_REFRESH_TTL")
+        ttl = config.number("QAPP_LAB_REFRESH_TTL")
         made = {
-            "cached": cached(ttl=_setting("LAB_TTL"), namespace="lab")(single_flight_value),
+            "cached": cached(ttl=config.number("QAPP_LAB_TTL"), namespace="lab")(
+                single_flight_value
+            ),
             "expire": cached(ttl=ttl, beta=0, namespace="lab.expire")(refresh_value),
             "stale": cached(
-                ttl=ttl, stale=_setting("LAB_REFRESH_STALE"), beta=0, namespace="lab.stale"
+                ttl=ttl,
+                stale=config.number("QAPP_LAB_REFRESH_STALE"),
+                beta=0,
+                namespace="lab.stale",
             )(refresh_value),
             "early": cached(ttl=ttl, namespace="lab.early")(refresh_value),
         }
@@ -251,7 +242,7 @@ async def stampede(strategy: str, key: str) -> dict[str, Any]:
         fresh = value is None
         if value is None:
             value = await work("naive", key)
-            await store.set(f"naive:{key}", value, ttl=_setting("LAB_TTL"))
+            await store.set(f"naive:{key}", value, ttl=config.number("QAPP_LAB_TTL"))
     return {
         "strategy": strategy,
         "key": key,
@@ -286,7 +277,7 @@ async def refresh(mode: str) -> dict[str, Any]:
         "computation": info.computations,
         "stale": info.stale,
         "cached": info.cached,
-        "ttl": _setting("LAB_REFRESH_TTL"),
-        "work": _setting("LAB_REFRESH_WORK"),
+        "ttl": config.number("QAPP_LAB_REFRESH_TTL"),
+        "work": config.number("QAPP_LAB_REFRESH_WORK"),
         "worker": os.getpid(),
     }

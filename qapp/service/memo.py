@@ -42,20 +42,12 @@ from pydantic import BaseModel
 from quart import Blueprint, Quart, current_app
 
 from qapp.ext import Cached, cached, client_address
+from qapp.service import config
 from qapp.service.apidoc import document_response
 from qapp.service.limits import throttle
 from qapp.service.validation import check_key
 
 bp = Blueprint("memo", __name__, url_prefix="/memo")
-
-#: Defaults of the config keys that tune the memo (seconds).
-DEFAULTS: dict[str, float] = {
-    "MEMO_WORK": 0.2,
-    "MEMO_TTL": 300.0,
-    "MEMO_STALE": 0.0,
-    "MEMO_LEASE": 5.0,
-    "MEMO_WAIT": 8.0,
-}
 
 #: Where each app keeps its memo (a :class:`~qapp.store.flight.Cached`) in ``app.extensions``.
 EXTENSION = "qapp.memo"
@@ -78,14 +70,9 @@ class MemoAnswer(BaseModel):
     computations: int
 
 
-def _setting(name: str, app: Quart | None = None) -> float:
-    # From the environment it is a string.
-    return float((app or current_app).config.get(name, DEFAULTS[name]))
-
-
 async def compute(key: str) -> dict[str, Any]:
     """The expensive value of ``key``: simulated slow work, then a digest."""
-    await asyncio.sleep(_setting("MEMO_WORK"))
+    await asyncio.sleep(config.number("QAPP_MEMO_WORK"))
     return {
         "sha256": hashlib.sha256(key.encode()).hexdigest(),
         "worker": os.getpid(),
@@ -99,10 +86,10 @@ def memo_of(app: Quart | None = None) -> Cached[[str], dict[str, Any]]:
     memo: Cached[[str], dict[str, Any]] | None = target.extensions.get(EXTENSION)
     if memo is None:
         memo = cached(
-            ttl=_setting("MEMO_TTL", target),
-            stale=_setting("MEMO_STALE", target),
-            lease=_setting("MEMO_LEASE", target),
-            wait=_setting("MEMO_WAIT", target),
+            ttl=config.number("QAPP_MEMO_TTL", target),
+            stale=config.number("QAPP_MEMO_STALE", target),
+            lease=config.number("QAPP_MEMO_LEASE", target),
+            wait=config.number("QAPP_MEMO_WAIT", target),
             namespace="memo",
         )(compute)
         target.extensions[EXTENSION] = memo

@@ -71,7 +71,6 @@ __all__ = [
     "rate_limited",
     "request",
     "unavailable",
-    "wanted",
 ]
 
 #: The switch: ``QAPP_METRICS=1`` in the environment (or the app's config).
@@ -94,15 +93,6 @@ FLUSH_EVERY = 1.0
 
 #: The store methods :func:`instrument` times.
 STORE_OPS = ("get", "set", "add", "delete", "expire", "incr", "ping", "set_fenced")
-
-
-def wanted(value: object = None) -> bool:
-    """True if ``value`` (default: ``$QAPP_METRICS``) switches metrics on: 1, true, yes, on."""
-    if value is None:
-        value = os.environ.get(ENV)
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
 
 
 class Sink:

@@ -19,6 +19,7 @@ __all__ = [
     "check_seconds",
     "check_ttl",
     "dumps",
+    "is_on",
     "lease_and_wait",
     "loads",
 ]
@@ -88,3 +89,14 @@ def check_seconds(name: str, value: float, *, zero: bool = False) -> float:
         bound = ">= 0" if zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, not {value!r}")
     return float(value)
+
+
+#: The words that switch a setting on, in a URL's parameters or an app's config.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def is_on(value: object) -> bool:
+    """A switch: ``1``, ``true``, ``yes`` and ``on`` (any case) are on, other strings off."""
+    if isinstance(value, str):
+        return value.strip().lower() in TRUE_WORDS
+    return bool(value)

@@ -59,11 +59,11 @@ def _metrics_directory(app: Any) -> Path | None:
     directory the caller named (``PROMETHEUS_MULTIPROC_DIR``) is only emptied
     of the last run's files, as prometheus-client asks.
     """
+    from qapp.ext.settings import as_bool, setting
     from qapp.store import metrics
 
     config = getattr(app, "config", None)
-    flag = config.get(metrics.ENV) if isinstance(config, Mapping) else None
-    if not metrics.wanted(None if flag in (None, "") else flag):
+    if not as_bool(setting(config if isinstance(config, Mapping) else {}, metrics.ENV)):
         return None
     named = os.environ.get(metrics.MULTIPROC_ENV)
     if named:

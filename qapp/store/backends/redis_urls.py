@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from qapp.store.errors import ConfigurationError
 from qapp.store.urls import redact
+from qapp.store.values import is_on
 
 __all__ = ["Durability", "Topology", "parse_topology", "split_durability"]
 
@@ -87,7 +88,7 @@ def split_durability(url: str) -> tuple[str, Durability | None]:
         return url, None
     rest = urlencode([(name, raw) for name, raw in query if name not in DURABILITY_OPTIONS])
     client_url = urlunsplit(parts._replace(query=rest))
-    durable = ours.get("durable", "").lower() in {"1", "true", "yes", "on"}
+    durable = is_on(ours.get("durable", ""))
     if "wait_replicas" in ours:
         replicas = _number(url, "wait_replicas", ours["wait_replicas"], int)
     elif durable:
