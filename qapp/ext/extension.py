@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 from quart import Quart
 
 from qapp import metrics
+from qapp.backends.sqlite import make_instance_folder
 from qapp.ext import cache, errors, fastpath, origin, ratelimit, session_cookie, sessions, users
 from qapp.ext import metrics as metrics_route
 from qapp.ext.context import QappState, UserLoader, Users, state_of
@@ -153,6 +154,8 @@ class Qapp:
         stores: dict[str, Store] = {}
         for name, url in _urls(app, self._stores).items():
             if url not in by_url:
+                # A SQLite file in the instance folder: the app makes that folder, no other.
+                make_instance_folder(url, Path(app.instance_path))
                 by_url[url] = store_from_url(url)
             stores[name] = by_url[url]
         use_sessions = self._sessions

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qapp.backends.sqlite import make_instance_folder
 from qapp.ext.secret import SECRET_FILE, load_or_create_secret
 from qapp.state import store_from_url
 
@@ -127,6 +128,8 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         settings[key] = settings.get(key) or settings["STORE_URL"]
     # A bad URL fails here, before anything is written (the key file below).
     for key in ("STORE_URL", "SESSION_STORE_URL", "CACHE_STORE_URL"):
+        # A SQLite file in the instance folder: the app makes that folder, no other.
+        make_instance_folder(settings[key], folder)
         store_from_url(settings[key])
     if not settings.get("SECRET_KEY"):
         settings["SECRET_KEY"] = load_or_create_secret(folder / SECRET_FILE)
