@@ -67,14 +67,17 @@ async def test_unusable_sqlite_path_is_unavailable(tmp_path: Path, where: str) -
 
 
 async def test_sqlite_recovers_once_path_is_usable(tmp_path: Path) -> None:
-    """A SQLite store that failed to open works once its folder can be made, without a restart."""
-    store = store_from_url(f"sqlite://{tmp_path / 'later' / 'qapp.db'}")
-    (tmp_path / "later").write_text("a file where the folder should be")
+    """A SQLite store that failed to open works once its folder is back, without a restart."""
+    folder = tmp_path / "later"
+    folder.mkdir()
+    store = store_from_url(f"sqlite://{folder / 'qapp.db'}")
+    folder.rmdir()
+    folder.write_text("a file where the folder should be")
     with pytest.raises(StoreUnavailable):
         await store.set("k", 1)
-    (tmp_path / "later").unlink()  # the store makes a missing folder itself, owner-only
+    folder.unlink()
+    folder.mkdir(mode=0o700)  # the store makes no folder itself: a configured one must exist
     await store.set("k", 1)
-    assert (tmp_path / "later").stat().st_mode & 0o777 == 0o700
     assert await store.get("k") == 1
     await store.close()
 

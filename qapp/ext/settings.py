@@ -25,6 +25,7 @@ from quart import Quart
 
 from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
 from qapp.state import ConfigurationError, check_ttl, store_from_url
+from qapp.store.backends.sqlite import make_instance_folder
 from qapp.store.ratelimit import parse_limit
 from qapp.store.values import is_on
 
@@ -150,10 +151,8 @@ class Settings:
 def _urls(app: Quart, overrides: Mapping[str, str]) -> dict[str, str]:
     default = overrides.get("default") or setting(app.config, "QAPP_STORE_URL")
     if not default:
-        folder = Path(app.instance_path)
-        # The folder holds user data (sessions, password hashes): owner only.
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        default = f"sqlite://{folder / 'qapp.db'}"
+        # Made (0700: it holds sessions and password hashes) by make_instance_folder.
+        default = f"sqlite://{Path(app.instance_path) / 'qapp.db'}"
     urls = {"default": str(default)}
     extra = app.config.get("QAPP_STORES") or {}
     if not isinstance(extra, Mapping):
@@ -185,6 +184,8 @@ def read(
     config = app.config
     urls = _urls(app, stores or {})
     for url in set(urls.values()):
+        # A SQLite file in the instance folder: the app makes that folder, no other.
+        make_instance_folder(url, Path(app.instance_path))
         store_from_url(url)
     use_sessions = (
         sessions

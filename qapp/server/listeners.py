@@ -38,6 +38,7 @@ shares one set, as under plain hypercorn.
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import socket
 import sys
@@ -74,7 +75,18 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
-class AddressInUse(OSError):
+#: What a failed bind means, where the system's own words do not say.
+HINTS = {
+    errno.EADDRNOTAVAIL: "that is not an address of this machine",
+    errno.EACCES: "ports below 1024 need privileges; choose a higher port",
+}
+
+
+class CannotBind(OSError):
+    """An address this server was told to bind cannot be listened on; ``strerror`` says why."""
+
+
+class AddressInUse(CannotBind):
     """Another server already listens on an address this one was told to bind."""
 
 
@@ -92,6 +104,10 @@ def _tcp_binds(config: Config) -> list[tuple[str, int]]:
 def refuse_busy(config: Config) -> None:
     """Raise :class:`AddressInUse` if anything listens on an address ``config`` binds.
 
+    Any other reason the address cannot be bound (a host that does not
+    resolve, or is not this machine's; a port below 1024 without the right
+    to it) raises :class:`CannotBind`, saying which.
+
     Each worker's socket sets ``SO_REUSEPORT``, and so may any other
     server's: the kernel would then let a second server bind the same port
     and split the connections between the two, silently (two servers on
@@ -106,10 +122,18 @@ def refuse_busy(config: Config) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
-            except OSError as exc:
-                raise AddressInUse(
-                    exc.errno, f"{host}:{port} is already in use by another server ({exc.strerror})"
+            except socket.gaierror as exc:
+                raise CannotBind(
+                    exc.errno, f"cannot resolve host {host!r} ({exc.strerror})"
                 ) from None
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise AddressInUse(
+                        exc.errno,
+                        f"{host}:{port} is already in use by another server ({exc.strerror})",
+                    ) from None
+                why = HINTS.get(exc.errno or 0, exc.strerror)
+                raise CannotBind(exc.errno, f"cannot listen on {host}:{port}: {why}") from None
 
 
 def worker_sockets(config: Config) -> list[Sockets]:

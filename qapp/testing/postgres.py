@@ -10,6 +10,12 @@ back on the same port and data, so a client can be seen to recover.
 
 ``initdb`` refuses to run as root, so under root every server command runs
 as the ``postgres`` system user that Debian's ``postgresql`` package creates.
+
+``pg_ctl`` daemonizes the server: it is nobody's child, and a killed test run
+would leave it running. While it may run, a
+:class:`~qapp.testing.reaper.Reaper` waits for the process that started it
+and, should that process die first, stops it (``pg_ctl stop -m immediate``)
+and deletes its folder.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from qapp.testing.reaper import Reaper
+from qapp.testing.reaper import alive as _alive
 from qapp.testing.servers import free_port, log_tail
 
 __all__ = ["PostgresServer", "PostgresServerError", "postgres_bindir"]
@@ -102,6 +110,7 @@ class PostgresServer:
         self._own_folder()
         self._initialised = False
         self._created = False
+        self._reaper: Reaper | None = None
 
     # --- who runs the server ------------------------------------------------
 
@@ -186,6 +195,14 @@ class PostgresServer:
             )  # fmt: skip
             self._initialised = True
         self._clear_stale_locks()
+        if self._reaper is None:
+            # Before pg_ctl starts it: the server must not outlive us from its first moment.
+            self._reaper = Reaper(
+                command=[*self._as_user, *self._pg_ctl("immediate", 10), "stop"],
+                cwd=self.root,
+                pidfile=self._lock_files()[0],
+                remove=[self.root],
+            )
         options = [
             f"-p {self.port}",
             f"-k {self.sockdir}",
@@ -262,10 +279,26 @@ class PostgresServer:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
+    def _pg_ctl(self, mode: str, timeout: float) -> list[str]:
+        """``pg_ctl`` on this server's data, waiting ``timeout`` s, stopping in ``mode``."""
+        return [
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.datadir),
+            "-m", mode,
+            "-t", str(int(timeout)),
+            "-w",
+        ]  # fmt: skip
+
+    def _release_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
+
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL the postmaster and its backends at once: a crash, not a shutdown."""
         pid = self._postmaster_pid()
         if pid is None:
+            self._release_reaper()
             return
         # Children first in the list, found before their parent dies (then
         # they would be re-parented and harder to find).
@@ -280,27 +313,21 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise PostgresServerError(f"postgres (pid {pid}) survived SIGKILL")
             time.sleep(0.02)
+        self._release_reaper()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the server down cleanly (fast mode), if it runs; kill it if that fails."""
         pid = self._postmaster_pid()
         if pid is None or not _alive(pid):
+            self._release_reaper()
             return
         try:
             self._run(
-                [
-                    str(self.bindir / "pg_ctl"),
-                    "-D", str(self.datadir),
-                    "-m", "fast",
-                    "-t", str(int(timeout)),
-                    "-w",
-                    "stop",
-                ],
-                as_server=True,
-                timeout=timeout + 10,
-            )  # fmt: skip
+                [*self._pg_ctl("fast", timeout), "stop"], as_server=True, timeout=timeout + 10
+            )
         except PostgresServerError:
             self.kill()
+        self._release_reaper()
 
     def cleanup(self) -> None:
         """Stop the server and delete its folder."""
@@ -332,16 +359,6 @@ def _pid_in(lock_file: Path) -> int | None:
     except OSError:
         return None
     return int(first) if first.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie (dead, not yet reaped) counts as dead."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state follows the command name, which is in parentheses and may hold spaces.
-    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
 
 
 def _children(pid: int) -> list[int]:

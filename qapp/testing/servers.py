@@ -3,7 +3,9 @@
 Tests (yours and qapp's), ``qapp race --spawn`` and the benchmarks all need
 the same thing: a real server of their own that never touches a shared port
 and is always stopped afterwards. Both helpers are context managers that
-wait until the server answers before handing it over.
+wait until the server answers before handing it over. Each server comes with
+a :class:`~qapp.testing.reaper.Reaper`, so that it stops even when the
+process that started it is killed and never reaches its ``finally``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from qapp.testing.reaper import Reaper
 
 
 def loop_name() -> str:
@@ -102,6 +106,7 @@ class _Process:
         self.logdir = Path(tempfile.mkdtemp(prefix=f"qapp-{self.name}-"))
         self.log_path = self.logdir / f"{self.name}.log"
         self._log: IO[bytes] | None = None
+        self._reaper: Reaper | None = None
 
     def _spawn(
         self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
@@ -117,6 +122,14 @@ class _Process:
             # Own process group, so that a stray child can always be reaped.
             start_new_session=True,
         )
+        self._release_reaper()
+        # Stops the server (and removes its log) if this process dies first.
+        self._reaper = Reaper(group=self.proc.pid, remove=[self.logdir])
+
+    def _release_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
 
     def _wait_ready(self, check: object, timeout: float) -> None:
         assert callable(check)
@@ -152,6 +165,7 @@ class _Process:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self._release_reaper()
         self._close_log()
 
     def _close_log(self) -> None:
@@ -166,6 +180,7 @@ class _Process:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self._release_reaper()
         self._close_log()
 
     def __enter__(self) -> Self:

@@ -3,7 +3,8 @@
 A mistake a newcomer can make (a busy port, a bad store URL, an app that
 does not import) ends the command with one line that names it and exit
 status 1, found in the parent before any worker starts, never a page of
-tracebacks from every worker.
+tracebacks from every worker. An argument the parser refuses (``--workers
+0``) is one line too, with argparse's exit status 2.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from qapp.testing.servers import REPO_CONFIG
 from qapp.tools import race_cmd
@@ -84,7 +86,8 @@ def serve(args: argparse.Namespace) -> int:
     """
     from hypercorn.config import Config
 
-    from qapp.server.listeners import AddressInUse, refuse_busy
+    from qapp.server.checks import ServeConfigError, check_serving
+    from qapp.server.listeners import AddressInUse, CannotBind, refuse_busy
     from qapp.server.supervisor import serve as supervise
     from qapp.server.worker import H2C_VARIABLE
 
@@ -100,10 +103,14 @@ def serve(args: argparse.Namespace) -> int:
     config.application_path = args.app
     if args.bind:
         config.bind = [args.bind]
-    if args.workers:
+    if args.workers is not None:
         config.workers = args.workers
     if args.keep_alive is not None:
         config.keep_alive_timeout = args.keep_alive
+    try:
+        check_serving(config, source="--bind" if args.bind else f"bind in {args.config}:")
+    except ServeConfigError as exc:
+        raise CommandError(str(exc)) from None
     if args.h2c:
         os.environ[H2C_VARIABLE] = "1"
     # As `python -m` and hypercorn do: an app module in the current folder
@@ -128,6 +135,8 @@ def serve(args: argparse.Namespace) -> int:
         return supervise(config)
     except AddressInUse as exc:
         raise CommandError(f"{exc.strerror}; stop it or choose another --bind") from None
+    except CannotBind as exc:
+        raise CommandError(str(exc.strerror)) from None
     finally:
         if counts is not None:
             shutil.rmtree(counts, ignore_errors=True)
@@ -144,6 +153,9 @@ def vacuum(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     if not isinstance(store, SQLiteStore):
         raise CommandError("vacuum is for sqlite:// stores; Redis gives memory back itself")
+    if not store.path.is_file():
+        # Opening would create an empty database where the user meant an existing one.
+        raise CommandError(f"no SQLite file at {store.path}")
 
     async def run() -> int:
         async with store:
@@ -157,9 +169,44 @@ def vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line: what is wrong, and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` in one line and exit 2, as argparse does, without the usage block."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 worker, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, not {text!r}")
+    return value
+
+
+def _config_file(text: str) -> Path:
+    # A config named on the command line must exist; only the default may be absent.
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per task."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qapp",
         description='"qapp serve" runs an app under hypercorn workers; '
         '"qapp race" races the service\'s counters and counts what went wrong.',
@@ -170,15 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve an app (qapp's service by default) with hypercorn workers"
     )
     default_config = REPO_CONFIG if REPO_CONFIG.exists() else Path("hypercorn.toml")
-    p_serve.add_argument("--config", type=Path, default=default_config, help="hypercorn TOML")
+    p_serve.add_argument(
+        "--config", type=_config_file, default=default_config, help="hypercorn TOML"
+    )
     p_serve.add_argument(
         "--app", default="qapp.asgi:app", help="the ASGI app, module:name (default: %(default)s)"
     )
     p_serve.add_argument("--bind", help="host:port (default from the config)")
-    p_serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
+    p_serve.add_argument(
+        "--workers", type=_workers, help="worker processes, 1 or more (default from the config)"
+    )
     p_serve.add_argument(
         "--keep-alive",
-        type=float,
+        type=_seconds,
         help="seconds an idle connection stays open (default from the config)",
     )
     p_serve.add_argument(

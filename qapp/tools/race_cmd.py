@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -152,6 +153,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _server_url(text: str) -> str:
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not 0..65535
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"not an http:// URL: {text!r}, e.g. http://127.0.0.1:8000"
+        )
+    return text
+
+
 def plain(text: str) -> str:
     """A docstring as terminal text: without reStructuredText's ``literal`` and *emphasis* marks."""
     return text.replace("``", "").replace("::\n", ":\n").replace("*", "")
@@ -167,7 +181,10 @@ def add_parser(commands: Any) -> None:
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="a running qapp (default: %(default)s)"
+        "--url",
+        type=_server_url,
+        default="http://127.0.0.1:8000",
+        help="a running qapp (default: %(default)s)",
     )
     target.add_argument(
         "--spawn",
@@ -236,7 +253,8 @@ def race(args: argparse.Namespace) -> int:
     if not out.is_terminal and "COLUMNS" not in os.environ:
         # Piped to a file or pasted into a README: keep every column whole.
         out = Console(width=120)
-    err = Console(stderr=True)
+    # soft_wrap: a message stays one line, however narrow the terminal or pipe.
+    err = Console(stderr=True, soft_wrap=True)
     if args.failover:
         return failover.command(args, out, err)
     if not args.strategy and not args.lab:

@@ -162,7 +162,8 @@ def check_url(url: str) -> None:
 
     try:
         parts = urlsplit(url)
-        _ = parts.port  # a port that is not a number in 0..65535 raises here
+        if parts.port == 0:  # a port that is not a number in 0..65535 raises here
+            raise ValueError("port 0; use 1 to 65535")
         options = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise bad(str(exc)) from exc

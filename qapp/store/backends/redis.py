@@ -48,11 +48,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from qapp.store.backends.base import SharedStore
-from qapp.store.backends.redis_urls import Durability, split_durability
+from qapp.store.backends.redis_urls import Durability, check_client_url, split_durability
 from qapp.store.backends.redis_wakeups import Wakeups
-from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
+from qapp.store.errors import InvalidValue, StaleLease, StoreUnavailable
 from qapp.store.lease import Lease, Wakeup
-from qapp.store.urls import redact
 from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
 #: Defaults for redis-py's pool and sockets; the URL's query may override them.
@@ -144,11 +143,8 @@ class RedisStore(SharedStore):
         self._client: _Client | None = None
 
     def _check_url(self) -> None:
-        """Raise :class:`ConfigurationError` unless redis-py can read :attr:`client_url`."""
-        try:
-            parse_url(self.client_url)
-        except ValueError as exc:
-            raise ConfigurationError(f"bad Redis URL {redact(self.url)!r}: {exc}") from exc
+        """Raise ConfigurationError unless :attr:`client_url` names a server and database."""
+        check_client_url(self.url, self.client_url)
 
     def _data_key(self, key: str) -> str:
         """The Redis key that holds ``key``'s value."""

@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from redis.asyncio.connection import parse_url
+
 from qapp.store.errors import ConfigurationError
 from qapp.store.urls import redact
 from qapp.store.values import is_on
 
-__all__ = ["Durability", "Topology", "parse_topology", "split_durability"]
+__all__ = ["Durability", "Topology", "check_client_url", "parse_topology", "split_durability"]
 
 #: Seconds ``WAIT`` may take when the URL names no ``wait_timeout``.
 DEFAULT_WAIT_TIMEOUT = 0.5
@@ -103,6 +105,34 @@ def split_durability(url: str) -> tuple[str, Durability | None]:
     if "wait_timeout" in ours:
         timeout = _number(url, "wait_timeout", ours["wait_timeout"], float)
     return client_url, Durability(replicas, timeout)
+
+
+def check_client_url(url: str, client_url: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``client_url`` names a Redis server and database.
+
+    ``client_url`` is ``url`` (a ``redis://``, ``rediss://`` or ``unix://``
+    URL) without qapp's own options. redis-py reads a database it cannot make
+    a number of (``redis://h:6379/abc``) as database 0, and accepts port 0
+    and a negative database; each is refused here, before any connection.
+    """
+    try:
+        options = parse_url(client_url)
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {redact(url)!r}: {exc}") from exc
+    parts = urlsplit(client_url)
+    if parts.scheme.lower() != "unix":
+        path = unquote(parts.path).strip("/")
+        if path and not path.isdigit():
+            raise ConfigurationError(
+                f"bad Redis URL {redact(url)!r}: the database {path!r} is not a number 0 or more, "
+                "as in redis://host:6379/0"
+            )
+        if options.get("port") == 0:
+            raise ConfigurationError(f"bad Redis URL {redact(url)!r}: port 0; use 1 to 65535")
+    if options.get("db", 0) < 0:
+        raise ConfigurationError(
+            f"bad Redis URL {redact(url)!r}: the database must be a number 0 or more"
+        )
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,40 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
+def check_folder(url: str, path: Path) -> None:
+    """Raise :class:`ConfigurationError` if the folder that should hold ``path`` does not exist.
+
+    A configured file's folder is never made here: a typo in the URL would
+    otherwise create folders anywhere (``sqlite:///nonexistent-dir/x.db``
+    made ``/nonexistent-dir``). Only the app's instance folder is made on
+    demand, by the app (:func:`make_instance_folder`).
+    """
+    folder = path.parent
+    try:
+        folder.stat()
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"folder {os.path.abspath(folder)!r} of {url!r} does not exist; create it first"
+        ) from None
+    except OSError:
+        pass  # not a folder, or not ours to read: opening the file says why
+
+
+def make_instance_folder(url: str, instance: Path) -> None:
+    """Make the app's instance folder, owner-only, if ``url`` is a SQLite file directly in it.
+
+    The folder holds user data (sessions, password hashes), hence 0700.
+    """
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return
+    try:
+        path = path_from_url(url)
+    except ConfigurationError:
+        return  # store_from_url says what is wrong with it
+    if path.parent.resolve() == instance.resolve():
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 class SQLiteStore(SharedStore):
     """A store in one SQLite file, shared by every process that opens it."""
 
@@ -146,6 +180,7 @@ class SQLiteStore(SharedStore):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.path = path_from_url(url)
+        check_folder(url, self.path)
         self._conn: aiosqlite.Connection | None = None
         self._connecting = asyncio.Lock()
         self._next_sweep = 0.0
@@ -164,8 +199,7 @@ class SQLiteStore(SharedStore):
         # after the caller has moved on.
         # The file holds user data (sessions, password hashes): a new one is
         # created owner-only, and SQLite gives its -wal and -shm files the
-        # same mode.
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # same mode. Its folder must exist (see check_folder).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         sqlite3.connect(self.path).close()
 
