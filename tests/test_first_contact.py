@@ -281,7 +281,7 @@ def test_sqlite_file_in_the_instance_folder_gets_the_folder(tmp_path: Path) -> N
             "SECRET_KEY": "k" * 43,
         }
     )
-    assert app.config["STORE_URL"] == f"sqlite://{instance / 'qapp.db'}"
+    assert app.extensions["qapp"].settings.urls["default"] == f"sqlite://{instance / 'qapp.db'}"
     assert stat.S_IMODE(instance.stat().st_mode) == 0o700
 
 
