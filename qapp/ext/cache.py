@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack
 
 from quart import current_app, has_app_context
 
 from qapp.ext.context import get_store
+from qapp.store.callkey import Tags
 from qapp.store.flight import Cached, Result, StillComputing
 from qapp.store.flight import cached as cached_in
 
@@ -44,37 +45,34 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class AppCacheOptions(TypedDict, total=False):
+    """:class:`~qapp.store.cacheapi.CacheOptions` without ``spawn``: the app's jobs run them."""
+
+    lease: float
+    wait: float
+    beta: float
+    namespace: str | None
+    key: Callable[..., str] | None
+    ignore: Iterable[str]
+    unless: Callable[[Any], bool] | None
+    tags: Tags
+
+
 def cached(
     ttl: float = 60.0,
     stale: float = 0.0,
     *,
-    lease: float = 10.0,
-    wait: float = 30.0,
-    beta: float = 1.0,
     store: str = "cache",
-    namespace: str | None = None,
+    **options: Unpack[AppCacheOptions],
 ) -> Callable[[Callable[P, Awaitable[T]]], Cached[P, T]]:
     """Keep an async function's values in the current app's ``store``, each computed once.
 
-    Args:
-        ttl: seconds a value is fresh.
-        stale: seconds after that during which it is still answered at once,
-            marked stale, while one worker recomputes it in the background.
-        lease: seconds of the computing worker's lock, renewed while it works.
-        wait: seconds a caller waits for another worker's computation (then 503).
-        beta: XFetch's eagerness to refresh before expiry; 0 turns it off.
-        store: the name of the app's store (``cache``: ``QAPP_CACHE_STORE_URL``).
-        namespace: the store namespace of the entries (``cached``).
+    The options are :func:`qapp.store.flight.cached`'s (``lease``, ``wait``,
+    ``beta``, ``namespace``, ``key``, ``ignore``, ``unless``, ``tags``), and
+    ``store``: the name of the app's store (``cache``: ``QAPP_CACHE_STORE_URL``).
     """
     return cached_in(
-        functools.partial(get_store, store),
-        ttl,
-        stale,
-        lease=lease,
-        wait=wait,
-        beta=beta,
-        namespace=namespace,
-        spawn=in_background,
+        functools.partial(get_store, store), ttl, stale, spawn=in_background, **options
     )
 
 

@@ -40,20 +40,31 @@ import contextlib
 import functools
 import inspect
 import logging
-import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, Unpack
 
-from qapp.store.callkey import CallKey
+from qapp.store.cacheapi import BoundCached, CacheOptions, Spawn
+from qapp.store.callkey import TAG_PREFIX, CallKey, check_tags, tagged
 from qapp.store.errors import InvalidValue, LockTimeout, StoreError
 from qapp.store.inflight import Entry, Flight, Found, Result, StillComputing, Stopped
-from qapp.store.interface import Namespace, Store, check_namespace
-from qapp.store.lease import Lease, Wakeup
+from qapp.store.interface import Store, check_namespace
+from qapp.store.lease import Lease, Wakeup, keep_renewed
+from qapp.store.refresher import Refresher, Slot
 from qapp.store.values import check_seconds, dumps, loads
 
-__all__ = ["DEFAULT_NAMESPACE", "Cached", "Result", "Spawn", "StillComputing", "cached"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "BoundCached",
+    "CacheOptions",
+    "Cached",
+    "Result",
+    "Spawn",
+    "StillComputing",
+    "cached",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +82,9 @@ POLL_CAP = 0.1
 #: The longest wait of a waiter that notifications reach: only a fallback,
 #: for a computer that died or a notification lost while Redis reconnected.
 PUSHED_POLL_CAP = 0.5
-#: Seconds after a failed background refresh before this worker tries again.
-REFRESH_BACKOFF = 1.0
-
-#: Starts a background job: ``spawn(job)`` must arrange for ``await job()``.
-Spawn: TypeAlias = Callable[[Callable[[], Awaitable[None]]], object]
 
 
-#: Where a flight runs: event loop, store object, namespace prefix and key.
-_Slot: TypeAlias = tuple[int, int, str, str]
-
-
-class Cached(Generic[P, T]):
+class Cached(Refresher, Generic[P, T]):
     """An async function whose values are kept in a store, computed once: see the module.
 
     Call it as the function it decorates; :meth:`get_with_info` says where
@@ -93,14 +95,9 @@ class Cached(Generic[P, T]):
         self,
         func: Callable[P, Awaitable[T]],
         store: Store | Callable[[], Store],
-        *,
         ttl: float = 60.0,
         stale: float = 0.0,
-        lease: float = 10.0,
-        wait: float = 30.0,
-        beta: float = 1.0,
-        namespace: str | None = None,
-        spawn: Spawn | None = None,
+        **options: Unpack[CacheOptions],
     ) -> None:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"cached needs an async function, not {func!r}")
@@ -109,28 +106,53 @@ class Cached(Generic[P, T]):
         self._store = store if callable(store) else (lambda: store)
         self.ttl = check_seconds("ttl", ttl)
         self.stale = check_seconds("stale", stale, zero=True)
-        self.lease = check_seconds("lease", lease)
-        self.wait = check_seconds("wait", wait, zero=True)
-        self.beta = check_seconds("beta", beta, zero=True)
-        self.namespace = check_namespace(namespace or DEFAULT_NAMESPACE)
-        self._spawn = spawn or self._spawn_task
+        self.lease = check_seconds("lease", options.get("lease", 10.0))
+        self.wait = check_seconds("wait", options.get("wait", 30.0), zero=True)
+        self.beta = check_seconds("beta", options.get("beta", 1.0), zero=True)
+        self.namespace = check_namespace(options.get("namespace") or DEFAULT_NAMESPACE)
+        Refresher.__init__(self, options.get("spawn"))
+        self.unless = options.get("unless")
+        tags = options.get("tags", ())
+        self._tags = tags if callable(tags) else check_tags(tags)
         #: The function's module and qualified name: how every key begins.
         self.name = f"{func.__module__}.{func.__qualname__}"
-        self._key = CallKey(func, self.name)
-        self._flights: dict[_Slot, Flight] = {}
-        self._refreshing: set[_Slot] = set()
-        self._refresh_failed: dict[_Slot, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._key = CallKey(
+            func, self.name, ignore=options.get("ignore", ()), key=options.get("key")
+        )
+        self._flights: dict[Slot, Flight] = {}
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        """On an instance, a method: the same cache, with the instance as first argument."""
+        return self if obj is None else BoundCached(self, obj)
 
     # -- the public face ---------------------------------------------------------
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key of a call: ``module.qualname:`` and its arguments as canonical JSON.
 
+        Without its tags' tokens, which :meth:`get_with_info` adds (see ``tags``).
+
         Raises:
             TypeError: the arguments do not fit the function, or are not JSON.
         """
         return self._key(args, kwargs)
+
+    async def _tagged_key(self, store: Store, args: Any, kwargs: Any) -> str:
+        """The key of a call, with the current token of each of its tags."""
+        tags = check_tags(self._tags(*args, **kwargs)) if callable(self._tags) else self._tags
+        return await tagged(store, self._key(args, kwargs), tags)
+
+    async def invalidate_tag(self, tag: str) -> None:
+        """Forget every value of this function that was cached with ``tag``.
+
+        The tag gets a new random token, part of the key of every call that
+        carries it, so the values kept under the old token are never read
+        again and expire in their time. The token lives as long as those
+        values may (``ttl + stale``), so no key is kept for ever, and a new
+        token never repeats an old one.
+        """
+        (tag,) = check_tags([tag])
+        await self.store().set(TAG_PREFIX + tag, secrets.token_hex(16), ttl=self.ttl + self.stale)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         """The value for these arguments: kept, or computed by one caller of all."""
@@ -147,8 +169,8 @@ class Cached(Generic[P, T]):
             Exception: whatever the function raised, when this call had to
                 compute and no value was kept.
         """
-        key = self.key(*args, **kwargs)
         store = self.store()
+        key = await self._tagged_key(store, args, kwargs)
         call = functools.partial(self.func, *args, **kwargs)
         slot = self._slot(store, key)
         while True:
@@ -165,32 +187,37 @@ class Cached(Generic[P, T]):
         value: T = loads(found.text)
         return Result(value, found.cached, found.stale, found.computations)
 
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Result[T]:
+        """Compute the value of these arguments now, fresh, and keep it.
+
+        Still one computation at a time across every sharer of the store: a
+        caller that finds another computing waits for that newer value.
+        """
+        store = self.store()
+        key = await self._tagged_key(store, args, kwargs)
+        call = functools.partial(self.func, *args, **kwargs)
+        found = await self._settle(store, key, call, seen=await self._read(store, key))
+        value: T = loads(found.text)
+        return Result(value, found.cached, found.stale, found.computations)
+
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Forget the value of these arguments; True if one was kept."""
-        return await self.store().delete("v:" + self.key(*args, **kwargs))
+        store = self.store()
+        return await store.delete("v:" + await self._tagged_key(store, args, kwargs))
 
     async def computations(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """How many times the value of these arguments has been computed, by everyone."""
-        count = await self.store().get("n:" + self.key(*args, **kwargs))
+        store = self.store()
+        count = await store.get("n:" + await self._tagged_key(store, args, kwargs))
         return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
     def store(self) -> Store:
         """The namespace of the store where this function's values live."""
         return self._store().namespace(self.namespace)
 
-    async def drain(self) -> None:
-        """Wait for the background refreshes this object started itself (not via ``spawn``)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
     # -- one lookup ----------------------------------------------------------------
 
-    @staticmethod
-    def _slot(store: Store, key: str) -> _Slot:
-        root, prefix = (store.store, store.prefix) if isinstance(store, Namespace) else (store, "")
-        return (id(asyncio.get_running_loop()), id(root), prefix, key)
-
-    def _landed(self, slot: _Slot, flight: Flight, task: asyncio.Future[Found]) -> None:
+    def _landed(self, slot: Slot, flight: Flight, task: asyncio.Future[Found]) -> None:
         if self._flights.get(slot) is flight:
             del self._flights[slot]
         if not task.cancelled():
@@ -206,14 +233,6 @@ class Cached(Generic[P, T]):
                 self._refresh_soon(store, key, call, entry)
             return Found.of(entry, cached=True, stale=stale)
         return await self._settle(store, key, call, seen=None)
-
-    def _early(self, entry: Entry, now: float) -> bool:
-        """XFetch: True, with a probability growing towards expiry, to refresh a fresh value."""
-        if self.beta <= 0 or entry.delta <= 0:
-            return False
-        # 1 - random() is in (0, 1]: its log is finite and not positive.
-        ahead = -entry.delta * self.beta * math.log(1.0 - random.random())
-        return now + ahead >= entry.fresh_until
 
     @staticmethod
     async def _read(store: Store, key: str) -> Entry | None:
@@ -280,7 +299,7 @@ class Cached(Generic[P, T]):
     ) -> Found:
         """Compute, count and store the value of ``key``; the caller holds its lock."""
         stop = asyncio.Event()
-        renewing = asyncio.ensure_future(self._renew(key, held, stop))
+        renewing = asyncio.ensure_future(keep_renewed(held, stop, key))
         started = time.monotonic()
         try:
             value = await call()
@@ -291,8 +310,9 @@ class Cached(Generic[P, T]):
             delta = time.monotonic() - started
             count = await store.incr("n:" + key, ttl=COUNT_TTL)
             await store.expire("n:" + key, COUNT_TTL)
-            entry = Entry(loads(text), time.time() + self.ttl, delta, count)
-            await store.set("v:" + key, entry.as_json(), ttl=self.ttl + self.stale)
+            if self.unless is None or not self.unless(value):
+                entry = Entry(loads(text), time.time() + self.ttl, delta, count)
+                await store.set("v:" + key, entry.as_json(), ttl=self.ttl + self.stale)
             return Found(text, cached=False, stale=False, computations=count)
         finally:
             stop.set()
@@ -304,87 +324,12 @@ class Cached(Generic[P, T]):
             except StoreError as exc:
                 log.debug("waiters of %r not notified (they poll): %s", key, exc)
 
-    async def _renew(self, key: str, held: Lease, stop: asyncio.Event) -> None:
-        """Renew the lock's lease every third of it until ``stop`` is set."""
-        while True:
-            try:
-                async with asyncio.timeout(held.timeout / 3):
-                    await stop.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                if not await held.renew():
-                    log.warning(
-                        "the lock of %r lapsed before it was renewed; another computation "
-                        "may run beside this one",
-                        key,
-                    )
-                    return
-            except NotImplementedError as exc:
-                log.warning("the lock of %r cannot be renewed: %s", key, exc)
-                return
-            except StoreError as exc:
-                log.warning("the lease of %r was not renewed (%s); trying again", key, exc)
-
-    # -- background refreshes ------------------------------------------------------
-
-    def _refresh_soon(
-        self, store: Store, key: str, call: Callable[[], Awaitable[T]], seen: Entry
-    ) -> None:
-        """Start one background refresh of ``key`` in this worker, unless one runs."""
-        slot = self._slot(store, key)
-        if slot in self._refreshing or self._refresh_failed.get(slot, 0.0) > time.monotonic():
-            return
-        self._refreshing.add(slot)
-        self._spawn(functools.partial(self._refresh, store, key, call, seen, slot))
-
-    async def _refresh(
-        self,
-        store: Store,
-        key: str,
-        call: Callable[[], Awaitable[T]],
-        seen: Entry,
-        slot: _Slot,
-    ) -> None:
-        try:
-            # Done when a value newer than the one seen lands: computed here
-            # under the lock, or by whichever worker holds it.
-            await self._settle(store, key, call, seen)
-            self._refresh_failed.pop(slot, None)
-        except StillComputing:
-            log.debug("refresh of %r still running elsewhere", key)
-        except Exception as exc:
-            # Never raised to anyone: the old value stays until its time is
-            # up, and callers see that it is stale.
-            self._refresh_failed[slot] = time.monotonic() + REFRESH_BACKOFF
-            log.warning("refresh of %r failed; its stale value is kept: %r", key, exc)
-        finally:
-            self._refreshing.discard(slot)
-            now = time.monotonic()
-            for old in [s for s, until in self._refresh_failed.items() if until <= now]:
-                del self._refresh_failed[old]
-
-    def _spawn_task(self, job: Callable[[], Awaitable[None]]) -> None:
-        async def run() -> None:
-            await job()
-
-        task = asyncio.get_running_loop().create_task(run())
-        # Keep a reference until it is done: the loop keeps only a weak one.
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
 
 def cached(
     store: Store | Callable[[], Store],
     ttl: float = 60.0,
     stale: float = 0.0,
-    *,
-    lease: float = 10.0,
-    wait: float = 30.0,
-    beta: float = 1.0,
-    namespace: str | None = None,
-    spawn: Spawn | None = None,
+    **options: Unpack[CacheOptions],
 ) -> Callable[[Callable[P, Awaitable[T]]], Cached[P, T]]:
     """Keep an async function's values in ``store``, each computed once: see the module.
 
@@ -394,25 +339,21 @@ def cached(
         stale: seconds after that during which it is still answered, at once
             and marked stale, while one caller recomputes it in the background.
         lease: seconds of the computing caller's lock, renewed while it works;
-            what a computer that dies costs its waiters at most.
+            what a computer that dies costs its waiters at most (10).
         wait: seconds a caller waits for another's computation before
-            :class:`StillComputing`.
-        beta: XFetch's eagerness to refresh before expiry; 0 turns it off.
+            :class:`StillComputing` (30).
+        beta: XFetch's eagerness to refresh before expiry; 0 turns it off (1).
         namespace: the store namespace of the entries (``cached``).
         spawn: how to start a background refresh (default: an asyncio task).
+        key: a function of the call's arguments that returns the key's
+            argument part, a string, in place of the arguments' JSON.
+        ignore: names of arguments left out of the key (``self``, a pool).
+        unless: a predicate on a computed value: true, and it is not kept.
+        tags: names that :meth:`Cached.invalidate_tag` forgets at once, or a
+            function of the call's arguments that gives them.
     """
 
     def decorate(func: Callable[P, Awaitable[T]]) -> Cached[P, T]:
-        return Cached(
-            func,
-            store,
-            ttl=ttl,
-            stale=stale,
-            lease=lease,
-            wait=wait,
-            beta=beta,
-            namespace=namespace,
-            spawn=spawn,
-        )
+        return Cached(func, store, ttl, stale, **options)
 
     return decorate

@@ -9,10 +9,16 @@ the store API; :mod:`qapp.state` exports them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["FencedWriter", "Lease", "Wakeup"]
+from qapp.store.errors import StoreError
+
+__all__ = ["FencedWriter", "Lease", "Wakeup", "keep_renewed"]
+
+
+log = logging.getLogger(__name__)
 
 
 class FencedWriter(Protocol):
@@ -90,3 +96,32 @@ class Wakeup:
             return False
         self._event.clear()
         return True
+
+
+async def keep_renewed(held: Lease, stop: asyncio.Event, what: str) -> None:
+    """Renew ``held`` every third of its lease until ``stop`` is set; ``what`` names it in logs.
+
+    Gives up, with a warning, when the lease was lost (another holder may
+    now run beside this one) or cannot be renewed; a store error is only
+    logged, and the next third tries again.
+    """
+    while True:
+        try:
+            async with asyncio.timeout(held.timeout / 3):
+                await stop.wait()
+            return
+        except TimeoutError:
+            pass
+        try:
+            if not await held.renew():
+                log.warning(
+                    "the lock of %r lapsed before it was renewed; another holder "
+                    "may run beside this one",
+                    what,
+                )
+                return
+        except NotImplementedError as exc:
+            log.warning("the lock of %r cannot be renewed: %s", what, exc)
+            return
+        except StoreError as exc:
+            log.warning("the lease of %r was not renewed (%s); trying again", what, exc)
