@@ -30,8 +30,9 @@ _addresses = itertools.count(1)
 
 
 def new_client() -> dict[str, str]:
-    """Headers of a client address no other test uses (from 2001:db8::/32, for documentation)."""
-    return {"X-Forwarded-For": f"2001:db8::{next(_addresses):x}"}
+    """Headers of a client no other test is: an address in a /64 of its own (limits count
+    IPv6 clients per /64), from 2001:db8::/32, for documentation."""
+    return {"X-Forwarded-For": f"2001:db8:{next(_addresses):x}::1"}
 
 
 class Deployment:

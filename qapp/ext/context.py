@@ -45,8 +45,10 @@ class QappState:
     anonymous_ttl: float | None = None
     #: New sessions one client may create, e.g. "200/hour"; None for no quota.
     session_quota: str | None = None
-    #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.ratelimit`).
+    #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.client`).
     trusted_proxies: tuple[Any, ...] = ()
+    #: IPv6 clients' limits count per network of this many bits (see :mod:`qapp.ext.client`).
+    ipv6_prefix: int = 64
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)

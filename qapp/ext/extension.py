@@ -24,7 +24,9 @@ key                         default                          meaning
 ``QAPP_SESSION_QUOTA``      ``"200/hour"``                   new sessions per client
 ``QAPP_SECRET_KEY``         see below                        signs session ids (≥ 32 bytes)
 ``QAPP_TRUSTED_PROXIES``    none                             whose ``X-Forwarded-For`` to
-                                                             believe (ratelimit, quotas)
+                                                             believe (:mod:`.client`)
+``QAPP_IPV6_PREFIX``        ``64``                           IPv6 clients' limits count per
+                                                             network of this many bits
 ``QAPP_CROSS_SITE_CHECK``   ``True``                         403 for cross-site unsafe
                                                              requests (:mod:`.origin`)
 ``QAPP_FAST_PATH``          ``True``                         Quart's request handling with
@@ -177,6 +179,7 @@ class Qapp:
             anonymous_ttl=_seconds(_setting(app, "QAPP_ANONYMOUS_SESSION_TTL"), ANONYMOUS_TTL),
             session_quota=_limit(_setting(app, "QAPP_SESSION_QUOTA"), SESSION_QUOTA),
             trusted_proxies=ratelimit.trusted_proxies(_setting(app, "QAPP_TRUSTED_PROXIES")),
+            ipv6_prefix=ratelimit.ipv6_prefix(_setting(app, "QAPP_IPV6_PREFIX")),
         )
         errors.install_handlers(app)
         flag = _setting(app, "QAPP_FAST_PATH")
