@@ -7,6 +7,9 @@ each worker of a real server, its settings from ``QAPP_*`` variables.
 - ``POST /change`` is a state-changing route a forged request would aim at;
 - ``POST /api/items`` is a cookieless API that other origins may call: it
   answers with its own CORS header;
+- ``POST /oidc/callback`` and ``POST /saml/acs`` take another site's
+  ``form_post`` with the cookie, exempted from the cross-site check (the
+  decorator below and above ``@app.post``);
 - ``GET /whoami`` says who the client is; ``POST /limited`` allows 2 a minute
   per client.
 """
@@ -19,7 +22,7 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, session
 
-from qapp.ext import Qapp, client_address, client_key
+from qapp.ext import Qapp, client_address, client_key, cross_site_exempt
 
 __all__ = ["create_app"]
 
@@ -44,6 +47,16 @@ def create_app(instance: Path | str, config: Mapping[str, Any] | None = None) ->
         response = jsonify({"created": True})
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
+
+    @app.post("/oidc/callback")
+    @cross_site_exempt
+    async def oidc_callback() -> dict[str, Any]:
+        return {"signed_in": True, "user": session.get("user")}
+
+    @qapp.cross_site_exempt
+    @app.post("/saml/acs")
+    async def saml_acs() -> dict[str, bool]:
+        return {"signed_in": True}
 
     @app.get("/whoami")
     async def whoami() -> dict[str, str]:

@@ -30,7 +30,7 @@ from qapp.ext.client import client_address, client_key
 from qapp.ext.context import QappState, get_store, state_of
 from qapp.ext.errors import RETRY_AFTER, error_response
 from qapp.ext.extension import Qapp
-from qapp.ext.origin import CrossSiteRequest
+from qapp.ext.origin import CrossSiteRequest, cross_site_exempt
 from qapp.ext.ratelimit import RateLimited, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
 from qapp.ext.session_cookie import StoreSessionInterface
@@ -52,6 +52,7 @@ __all__ = [
     "check_rate_limit",
     "client_address",
     "client_key",
+    "cross_site_exempt",
     "current",
     "error_response",
     "get_store",

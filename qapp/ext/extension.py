@@ -28,7 +28,10 @@ key                         default                          meaning
 ``QAPP_IPV6_PREFIX``        ``64``                           IPv6 clients' limits count per
                                                              network of this many bits
 ``QAPP_CROSS_SITE_CHECK``   ``True``                         403 for cross-site unsafe
-                                                             requests (:mod:`.origin`)
+                                                             requests with the session
+                                                             cookie (:mod:`.origin`)
+``QAPP_TRUSTED_ORIGINS``    none                             other origins whose requests
+                                                             pass that check
 ``QAPP_FAST_PATH``          ``True``                         Quart's request handling with
                                                              fewer tasks (:mod:`.fastpath`)
 ``QAPP_METRICS``            ``False``                        count requests and store calls;
@@ -181,6 +184,8 @@ class Qapp:
             trusted_proxies=ratelimit.trusted_proxies(_setting(app, "QAPP_TRUSTED_PROXIES")),
             ipv6_prefix=ratelimit.ipv6_prefix(_setting(app, "QAPP_IPV6_PREFIX")),
         )
+        # Read even with the check off: a bad entry fails at startup either way.
+        trusted_origins = origin.trusted_origins(_setting(app, "QAPP_TRUSTED_ORIGINS"))
         errors.install_handlers(app)
         flag = _setting(app, "QAPP_FAST_PATH")
         if flag is None or _as_bool(flag):
@@ -192,7 +197,7 @@ class Qapp:
         ratelimit.install(app)
         flag = _setting(app, "QAPP_CROSS_SITE_CHECK")
         if flag is None or _as_bool(flag):
-            origin.install(app)
+            origin.install(app, trusted_origins)
         if use_sessions:
             session_cookie.install(app)
         users.install(app)
@@ -228,6 +233,10 @@ class Qapp:
     #: Keep an async function's values in the app's store, each computed once by
     #: every worker, e.g. ``@qapp.cached(ttl=60, stale=30)``: :func:`qapp.ext.cache.cached`.
     cached = staticmethod(cache.cached)
+
+    #: Let cross-site requests with the session cookie reach a route (an OIDC form_post
+    #: callback), e.g. ``@qapp.cross_site_exempt``: :func:`qapp.ext.origin.cross_site_exempt`.
+    cross_site_exempt = staticmethod(origin.cross_site_exempt)
 
     def user_loader(self, loader: L) -> L:
         """Register ``async def load(user_id) -> user or None``; it fills ``g.user`` per request."""
