@@ -30,8 +30,9 @@ _addresses = itertools.count(1)
 
 
 def new_client() -> dict[str, str]:
-    """Headers of a client address no other test uses (from 2001:db8::/32, for documentation)."""
-    return {"X-Forwarded-For": f"2001:db8::{next(_addresses):x}"}
+    """Headers of a client no other test is: an address in a /64 of its own (limits count
+    IPv6 clients per /64), from 2001:db8::/32, for documentation."""
+    return {"X-Forwarded-For": f"2001:db8:{next(_addresses):x}::1"}
 
 
 class Deployment:
@@ -230,7 +231,8 @@ def test_answers_that_read_the_session_are_private(deployment: Deployment) -> No
 
 
 def test_cross_site_posts_are_refused_and_change_nothing(deployment: Deployment) -> None:
-    """A cross-site bodyless POST gets 403 and changes nothing; same-origin passes."""
+    """A cross-site bodyless POST with the session cookie gets 403 and changes nothing;
+    same-origin passes, and so does a cross-site one without the cookie."""
     creds = {"username": "crosssite1", "password": "right password"}
     with httpx.Client(base_url=deployment.url, headers=new_client()) as c:
         assert c.post("/auth/register", json=creds).status_code == 201
@@ -245,6 +247,11 @@ def test_cross_site_posts_are_refused_and_change_nothing(deployment: Deployment)
         assert c.get("/auth/me").status_code == 200  # logout was refused: still logged in
         same = c.post("/counter/atomic", headers={"Origin": deployment.url})
         assert same.status_code == 200
+    # Without the session cookie there is nothing to forge: anyone may send it.
+    with httpx.Client(base_url=deployment.url, headers=new_client()) as c:
+        cookieless = c.post("/counter/atomic", headers={"Origin": "http://evil.example"})
+        assert cookieless.status_code == 200
+        assert cookieless.json()["value"] == same.json()["value"] + 1
 
 
 def test_instance_folder_and_database_are_private(deployment: Deployment) -> None:

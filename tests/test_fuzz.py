@@ -15,7 +15,8 @@ as a server would hand it over (:mod:`tests.hostile`). Two kinds are built:
   on POST/PUT/PATCH/DELETE; strict JSON when declared JSON; and the
   route's body model (any JSON value for ``PUT /cache``, exact credentials
   for register and login). The cookie never counts: a bad one is a new
-  client, never an error.
+  client, never an error; but a junk ``Origin`` on a state-changing route
+  is the cross-site check's 403 when any session cookie comes with it.
 - **free-form**: any method token, any target (random text, absolute form,
   ``*``), any headers (bogus lengths, random content types, junk cookies)
   and any bytes. Its validity is not judged; it must only be answered.
@@ -353,11 +354,16 @@ def routed(draw: st.DrawFn) -> Case:
     raw.method, raw.target = method, target
     ok = ok and _body_ok(method, content_type, body, model)
     raw.headers += draw(junk_headers)
-    if canonical in STATE_CHANGING and any(name == b"origin" for name, _ in raw.headers):
-        # A junk Origin names another site (or none): a state-changing
-        # request from another site is refused with a 403, whatever it holds.
+    cookie = draw(st.sampled_from(COOKIE_KINDS))
+    origin = any(name == b"origin" for name, _ in raw.headers)
+    if canonical in STATE_CHANGING and origin and cookie != "none":
+        # A junk Origin names another site (or none, or is malformed), and
+        # every cookie kind but "none" is sent as the session cookie: a
+        # state-changing request from another site with the session cookie
+        # is refused with a 403, whatever it holds. Without the cookie it is
+        # judged like any other request.
         ok = False
-    return Case(raw, draw(st.sampled_from(COOKIE_KINDS)), ok, route.template)
+    return Case(raw, cookie, ok, route.template)
 
 
 junk_headers = st.lists(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import string
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from quart import Quart
 
 from qapp import create_app
 from qapp.testing import HypercornServer
+from tests.appclients import CLIENT_KINDS, sender
 from tests.conftest import NO_LIMITS_ENV
 from tests.loadgen import http, send
 
@@ -23,6 +26,8 @@ from tests.loadgen import http, send
 REQUESTS = 2000
 CLIENTS = 50
 COUNTER_RULE = "/counter/<name>"
+#: Invented methods and paths sent by each flood.
+FLOOD = 200
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -214,3 +219,117 @@ async def test_counts_from_four_workers_add_up_to_the_requests_sent(
     assert grew("qapp_incr_batch_size_sum") == REQUESTS
     assert 0 < grew("qapp_incr_batch_size_count") <= REQUESTS
     assert grew("qapp_http_requests_total", route="/metrics", status="200") >= 6
+
+
+def invented(rng: random.Random, length: int = 200) -> str:
+    """A method or path segment nobody uses: ``length`` random capital letters."""
+    return "".join(rng.choice(string.ascii_uppercase) for _ in range(length))
+
+
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_labels_are_bounded_methods_and_url_rules(tmp_path: Path, kind: str) -> None:
+    """An invented method counts as "other" and a path without a route as "(unmatched)"."""
+    app = metered_app(tmp_path)
+    async with app.test_app():
+        send = sender(app, kind)
+        before = samples((await send("GET", "/metrics")).text)
+        rng = random.Random(1)
+        methods = [invented(rng, 40) for _ in range(5)]
+        for method in methods:
+            assert (await send(method, "/counter/atomic")).status == 405
+            assert (await send(method, f"/{invented(rng, 40)}")).status == 404
+        assert (await send("PATCH", "/counter/atomic")).status == 405
+        after = samples((await send("GET", "/metrics")).text)
+    labels = {label for (_, pairs) in after for label in pairs}
+    assert not any(method in value for method in methods for _, value in labels)
+    grown = total(after, "qapp_http_requests_total", method="other", route="(unmatched)")
+    assert (
+        grown - total(before, "qapp_http_requests_total", method="other", route="(unmatched)") == 10
+    )
+    assert (
+        total(after, "qapp_http_requests_total", method="PATCH", status="405")
+        - total(before, "qapp_http_requests_total", method="PATCH", status="405")
+        == 1
+    )
+
+
+def http_series(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> set[str]:
+    """The distinct label sets of the per-request metrics in a scrape, each as text."""
+    return {
+        f"{name}{sorted(labels)}" for name, labels in found if name.startswith("qapp_http_request")
+    }
+
+
+async def scrape_when(
+    url: str, ready: dict[tuple[str, str, str], float]
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A scrape once ``qapp_http_requests_total`` by (route, method, status) has at least these.
+
+    Each worker writes out its counts once a second, so a scrape may lag that long.
+    """
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for _ in range(100):
+        found = samples((await asyncio.to_thread(httpx.get, f"{url}/metrics")).text)
+        counts = {
+            labels: total(
+                found,
+                "qapp_http_requests_total",
+                route=labels[0],
+                method=labels[1],
+                status=labels[2],
+            )
+            for labels in ready
+        }
+        if all(counts[labels] >= count for labels, count in ready.items()):
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"counts never reached {ready}: {counts}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_kind", ["hypercorn", "granian"])
+async def test_a_flood_of_invented_methods_and_paths_adds_no_series(
+    tmp_path: Path, server_kind: str
+) -> None:
+    """200 invented methods and 200 invented paths on 2 real workers leave the number of series
+    in the scrape as it was: methods count as "other", paths without a route as "(unmatched)"."""
+    env = {
+        "QAPP_STORE_URL": f"sqlite://{tmp_path / 'qapp.db'}",
+        "QAPP_INSTANCE_PATH": str(tmp_path),
+        "QAPP_METRICS": "1",
+        **NO_LIMITS_ENV,
+    }
+    rng = random.Random(7)
+
+    def kinds() -> list[tuple[str, str]]:
+        """One request of each kind the flood sends."""
+        return [
+            (invented(rng), f"/{invented(rng)}"),  # an invented method on an invented path
+            (invented(rng), "/counter/atomic"),  # an invented method on a route
+            ("GET", f"/{invented(rng)}"),  # an invented path
+        ]
+
+    with HypercornServer(workers=2, env=env, server=server_kind) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+
+            async def send_all(requests: list[tuple[str, str]]) -> set[int]:
+                return {(await client.request(m, p)).status_code for m, p in requests}
+
+            # One of each kind first, so that the bounded series exist before the flood.
+            assert await send_all(kinds()) == {404, 405}
+            expected = {
+                ("(unmatched)", "other", "404"): 1.0,
+                ("(unmatched)", "other", "405"): 1.0,
+                ("(unmatched)", "GET", "404"): 1.0,
+            }
+            assert (await client.get("/metrics")).status_code == 200
+            before = await scrape_when(server.url, {**expected, ("/metrics", "GET", "200"): 1.0})
+            flood = [request for _ in range(FLOOD) for request in kinds()]
+            assert await send_all(flood) == {404, 405}
+            after = await scrape_when(server.url, dict.fromkeys(expected, 1.0 + FLOOD))
+    for (route, method, status), count in expected.items():
+        labels = {"route": route, "method": method, "status": status}
+        assert total(after, "qapp_http_requests_total", **labels) == count + FLOOD
+    assert len(after) == len(before)
+    assert set(after) == set(before)
+    assert http_series(after) == http_series(before)

@@ -26,11 +26,12 @@ Modules: :mod:`~qapp.ext.extension` (:class:`Qapp`), :mod:`~qapp.ext.cache`
 from __future__ import annotations
 
 from qapp.ext.cache import Cached, Result, StillComputing, cached
+from qapp.ext.client import client_address, client_key
 from qapp.ext.context import QappState, get_store, state_of
 from qapp.ext.errors import RETRY_AFTER, error_response
 from qapp.ext.extension import Qapp
-from qapp.ext.origin import CrossSiteRequest
-from qapp.ext.ratelimit import RateLimited, client_address, rate_limit
+from qapp.ext.origin import CrossSiteRequest, cross_site_exempt
+from qapp.ext.ratelimit import RateLimited, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
 from qapp.ext.session_cookie import StoreSessionInterface
 from qapp.ext.sessions import ServerSession, current, session
@@ -50,6 +51,8 @@ __all__ = [
     "cached",
     "check_rate_limit",
     "client_address",
+    "client_key",
+    "cross_site_exempt",
     "current",
     "error_response",
     "get_store",

@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Quart, current_app
 
+from qapp.ext.origin import Origin
 from qapp.state import Store
 
-if TYPE_CHECKING:
-    from qapp.ext.settings import Settings
-
-__all__ = ["QappState", "UserLoader", "Users", "get_store", "state_of"]
+__all__ = ["QappState", "Settings", "UserLoader", "Users", "get_store", "state_of"]
 
 #: ``async def load(user_id) -> user or None``: what fills ``g.user``.
 UserLoader = Callable[[str], Awaitable[Any]]
@@ -30,6 +28,27 @@ class Users:
     """How an app knows its users: set by ``@qapp.user_loader``, read by every request."""
 
     load: UserLoader | None = None
+
+
+@dataclass
+class Settings:
+    """The extension's settings of one app, as :func:`qapp.ext.settings.read` found them."""
+
+    #: Store name -> URL; always has "default", "session" and "cache".
+    urls: dict[str, str]
+    #: The idle lifetime of sessions, or None when sessions are off.
+    session_ttl: float | None
+    anonymous_ttl: float | None
+    session_quota: str | None
+    trusted_proxies: str | None
+    #: IPv6 clients count per network of this many bits.
+    ipv6_prefix: int
+    cross_site_check: bool
+    #: Origins besides the app's own whose requests pass the cross-site check.
+    trusted_origins: frozenset[Origin]
+    fast_path: bool
+    metrics: bool
+    metrics_token: str | None
 
 
 @dataclass
@@ -48,10 +67,12 @@ class QappState:
     anonymous_ttl: float | None = None
     #: New sessions one client may create, e.g. "200/hour"; None for no quota.
     session_quota: str | None = None
-    #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.ratelimit`).
+    #: Proxies whose ``X-Forwarded-For`` is believed (see :mod:`qapp.ext.client`).
     trusted_proxies: tuple[Any, ...] = ()
     #: The settings ``Qapp`` read for this app (:mod:`qapp.ext.settings`).
     settings: Settings | None = None
+    #: IPv6 clients' limits count per network of this many bits (see :mod:`qapp.ext.client`).
+    ipv6_prefix: int = 64
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)

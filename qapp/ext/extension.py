@@ -91,8 +91,10 @@ class Qapp:
             anonymous_ttl=found.anonymous_ttl,
             session_quota=found.session_quota,
             trusted_proxies=ratelimit.trusted_proxies(found.trusted_proxies),
+            ipv6_prefix=found.ipv6_prefix,
             settings=found,
         )
+        # Read even with the check off: a bad entry fails at startup either way.
         errors.install_handlers(app)
         if found.fast_path:
             fastpath.install(app)
@@ -102,7 +104,7 @@ class Qapp:
                 metrics.instrument(store)
         ratelimit.install(app)
         if found.cross_site_check:
-            origin.install(app)
+            origin.install(app, found.trusted_origins)
         if found.session_ttl is not None:
             session_cookie.install(app)
         users.install(app)
@@ -138,6 +140,10 @@ class Qapp:
     #: Keep an async function's values in the app's store, each computed once by
     #: every worker, e.g. ``@qapp.cached(ttl=60, stale=30)``: :func:`qapp.ext.cache.cached`.
     cached = staticmethod(cache.cached)
+
+    #: Let cross-site requests with the session cookie reach a route (an OIDC form_post
+    #: callback), e.g. ``@qapp.cross_site_exempt``: :func:`qapp.ext.origin.cross_site_exempt`.
+    cross_site_exempt = staticmethod(origin.cross_site_exempt)
 
     def user_loader(self, loader: L) -> L:
         """Register ``async def load(user_id) -> user or None``; it fills ``g.user`` per request."""

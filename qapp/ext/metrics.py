@@ -8,7 +8,7 @@ and serves ``GET /metrics``, which only these may read:
 - with ``QAPP_METRICS_TOKEN`` set, a request carrying
   ``Authorization: Bearer <token>`` (401 otherwise), from anywhere;
 - without it, a client on the loopback address only (403 otherwise): the
-  client as :func:`~qapp.ext.ratelimit.client_address` tells it, so a
+  client as :func:`~qapp.ext.client.client_address` tells it, so a
   trusted proxy's forwarded address counts, not the proxy's own.
 
 What each metric means is in :mod:`qapp.store.metrics`.
@@ -25,8 +25,8 @@ from typing import Any
 
 from quart import Quart, Response, request
 
+from qapp.ext.client import client_address
 from qapp.ext.errors import error_response
-from qapp.ext.ratelimit import client_address
 from qapp.store import metrics
 
 __all__ = ["PATH", "TOKEN_KEY", "install"]

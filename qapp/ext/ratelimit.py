@@ -7,35 +7,41 @@ The count lives in a store (:func:`qapp.store.ratelimit.hit`, one atomic
 ``incr`` per request), so it is exact for every worker and host that shares
 it; on ``memory://`` each worker counts alone and allows its own N.
 
-The client is its address as the connection shows it. Behind a reverse
-proxy every client would share the proxy's address, so list the proxies
-you trust in ``QAPP_TRUSTED_PROXIES`` (addresses or networks): then the
-client is the right-most address in ``X-Forwarded-For`` that is not one of
-them. An address a client wrote itself, further left, is never believed.
+By default a limit counts per :func:`~qapp.ext.client.client_key`: the
+client's address, walked through the proxies in ``QAPP_TRUSTED_PROXIES``,
+an IPv6 one as its /64 (``QAPP_IPV6_PREFIX``); :mod:`qapp.ext.client` has
+the rules.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from quart import Quart, Response, after_this_request, g, request
+from quart import Quart, Response, after_this_request, g
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from qapp.ext.client import client_address, client_key, ipv6_prefix, trusted_proxies
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
-from qapp.state import ConfigurationError
 from qapp.store import metrics
 from qapp.store.ratelimit import Limit, Verdict, hit, parse_limit
 
-__all__ = ["RateLimited", "check", "client_address", "install", "rate_limit"]
+__all__ = [
+    "RateLimited",
+    "check",
+    "client_address",
+    "client_key",
+    "install",
+    "ipv6_prefix",
+    "rate_limit",
+    "trusted_proxies",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimited(TooManyRequests):
@@ -44,43 +50,6 @@ class RateLimited(TooManyRequests):
     def __init__(self, verdict: Verdict, message: str = "too many requests; retry later") -> None:
         super().__init__(message)
         self.verdict = verdict
-
-
-def trusted_proxies(entries: Iterable[str] | str | None) -> tuple[Network, ...]:
-    """Parse ``QAPP_TRUSTED_PROXIES``: addresses or networks, a list or comma-separated."""
-    if not entries:
-        return ()
-    items = entries.split(",") if isinstance(entries, str) else list(entries)
-    try:
-        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
-    except ValueError as exc:
-        raise ConfigurationError(f"QAPP_TRUSTED_PROXIES: {exc}") from None
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-
-
-def client_address() -> str:
-    """The current request's client: the peer, or the first untrusted hop right of it."""
-    peer = request.remote_addr or "unknown"
-    proxies: tuple[Network, ...] = state_of().trusted_proxies
-    if not proxies:
-        return peer
-    hops = [peer]
-    for header in request.headers.getlist("X-Forwarded-For"):
-        hops[:0] = [part for part in header.split(",") if part.strip()]
-    # From the right: the peer, then what each trusted proxy says it saw.
-    for hop in reversed(hops):
-        address = _address(hop)
-        if address is None:
-            return hop.strip()
-        if not any(address in net for net in proxies):
-            return str(address)
-    return hops[0].strip()
 
 
 def _headers(response: Response | WerkzeugResponse, verdict: Verdict) -> None:
@@ -121,13 +90,13 @@ def rate_limit(
     scope: str | None = None,
     store: str = "default",
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Limit a route to ``limit`` per ``key()`` (default: the client's address).
+    """Limit a route to ``limit`` per ``key()`` (default: :func:`~qapp.ext.client.client_key`).
 
     ``scope`` names the counter (default: the view's name), so that two
     routes sharing a scope share one budget.
     """
     parsed = parse_limit(limit)  # a bad limit fails at import, not at the first request
-    who = key or client_address
+    who = key or client_key
 
     def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         name = scope or f"{view.__module__}.{view.__qualname__}"

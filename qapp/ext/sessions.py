@@ -190,7 +190,7 @@ class ServerSession(SecureCookieSession):
             quota = self._state().session_quota
             if quota:
                 # Counted before anything is written: a refused client stores nothing.
-                await ratelimit.check(quota, ratelimit.client_address(), scope="qapp.sessions.new")
+                await ratelimit.check(quota, ratelimit.client_key(), scope="qapp.sessions.new")
             sid = secrets.token_urlsafe(ID_BYTES)
             # ``add``: a (vanishingly unlikely) clash can never take over a live session.
             while not await store.add(sid, dict(self), ttl=ttl):

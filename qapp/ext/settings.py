@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quart import Quart
 
+from qapp.ext.client import ipv6_prefix
+from qapp.ext.context import Settings
+from qapp.ext.origin import trusted_origins
 from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
 from qapp.state import ConfigurationError, check_ttl, store_from_url
 from qapp.store.backends.sqlite import make_instance_folder
@@ -71,7 +73,9 @@ EXTENSION_SETTINGS: dict[str, str] = {
     "QAPP_SESSION_COOKIE_SECURE": "mark the session cookie Secure (Quart's SESSION_COOKIE_SECURE)",
     "QAPP_SECRET_KEY": "signs session ids, at least 32 bytes (app.secret_key, else generated)",
     "QAPP_TRUSTED_PROXIES": "proxies whose X-Forwarded-For names the client (none)",
+    "QAPP_IPV6_PREFIX": "an IPv6 client's limits count per network of this many bits (64)",
     "QAPP_CROSS_SITE_CHECK": "refuse cross-site unsafe requests that carry the cookie (on)",
+    "QAPP_TRUSTED_ORIGINS": "origins besides the app's own that pass that check (none)",
     "QAPP_FAST_PATH": "Quart's request handling with fewer tasks (off; the demo turns it on)",
     "QAPP_METRICS": "count requests and store calls and serve /metrics (off)",
     "QAPP_METRICS_TOKEN": "who may read /metrics from off the loopback address (none)",
@@ -129,23 +133,6 @@ def limit(key: str, value: object, default: str | None) -> str | None:
     except ConfigurationError as exc:
         raise ConfigurationError(f"{key}: {exc}") from None
     return str(value)
-
-
-@dataclass
-class Settings:
-    """The extension's settings of one app, as :func:`read` found them."""
-
-    #: Store name -> URL; always has "default", "session" and "cache".
-    urls: dict[str, str]
-    #: The idle lifetime of sessions, or None when sessions are off.
-    session_ttl: float | None
-    anonymous_ttl: float | None
-    session_quota: str | None
-    trusted_proxies: str | None
-    cross_site_check: bool
-    fast_path: bool
-    metrics: bool
-    metrics_token: str | None
 
 
 def _urls(app: Quart, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -221,6 +208,9 @@ def read(
             "QAPP_SESSION_QUOTA", setting(config, "QAPP_SESSION_QUOTA"), SESSION_QUOTA
         ),
         trusted_proxies=setting(config, "QAPP_TRUSTED_PROXIES"),
+        ipv6_prefix=ipv6_prefix(setting(config, "QAPP_IPV6_PREFIX")),
+        # Parsed even with the check off: a bad entry is a mistake either way.
+        trusted_origins=trusted_origins(setting(config, "QAPP_TRUSTED_ORIGINS")),
         cross_site_check=as_bool(setting(config, "QAPP_CROSS_SITE_CHECK"), default=True),
         fast_path=as_bool(setting(config, "QAPP_FAST_PATH"), default=False),
         metrics=as_bool(setting(config, "QAPP_METRICS")),

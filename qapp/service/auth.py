@@ -42,7 +42,7 @@ from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from qapp.ext import (
-    client_address,
+    client_key,
     get_store,
     login_required,
     login_user,
@@ -176,7 +176,7 @@ def _taken(username: str) -> APIError:
 @errors(409)
 async def register(data: Credentials) -> tuple[dict[str, str], int]:
     """Create a user; exactly one of several concurrent registrations of a name wins."""
-    await throttle("REGISTER_CLIENT_LIMIT", client_address(), "register-client")
+    await throttle("REGISTER_CLIENT_LIMIT", client_key(), "register-client")
     store = users()
     key = data.username
     # Claim the name first with the atomic add, then hash: losers of a race
@@ -208,7 +208,7 @@ async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
     # Counted before the password is checked: a refused guess costs no hash,
     # and every guess counts, right or wrong, so the limit cannot be probed.
-    await throttle("LOGIN_CLIENT_LIMIT", client_address(), "login-client")
+    await throttle("LOGIN_CLIENT_LIMIT", client_key(), "login-client")
     await throttle("LOGIN_LIMIT", data.username, "login-account")
     record = await users().get(data.username)
     stored = record.get("password_hash") if isinstance(record, dict) else None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, RootModel
 from quart import Blueprint, current_app
 from quart_schema import document_request, validate_querystring
 
-from qapp.ext import client_address, get_store
+from qapp.ext import client_key, get_store
 from qapp.service.apidoc import NoContent, document_response
 from qapp.service.errors import APIError
 from qapp.service.limits import throttle
@@ -68,7 +68,7 @@ async def put(key: str, query_args: CacheQuery) -> tuple[str, int]:
     if query_args.ttl is not None and query_args.ttl > longest:
         raise APIError(400, "invalid_query", f"ttl: at most {longest:g} seconds")
     # Counted last, so that a request refused for its input costs no quota.
-    await throttle("CACHE_QUOTA", client_address(), "cache-write")
+    await throttle("CACHE_QUOTA", client_key(), "cache-write")
     await _cache().set(key, {"value": value}, ttl=query_args.ttl or longest)
     return "", 204
 

@@ -27,7 +27,8 @@ that crashes takes at most its last second of counts with it.
 metric                                         what
 =============================================  =================================================
 ``qapp_http_requests_total``                   answers, by ``route`` (the URL rule, never the
-                                               raw path), ``method`` and ``status``
+                                               raw path), ``method`` (one of :data:`METHODS`,
+                                               else ``other``) and ``status``
 ``qapp_http_request_duration_seconds``         time in the app per request, by route and method
 ``qapp_http_unavailable_total``                503 answers, by ``reason`` (``store_unavailable``,
                                                ``lock_timeout``, ``session_save``)
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV",
+    "METHODS",
     "MULTIPROC_ENV",
     "CacheEvent",
     "Sink",
@@ -90,6 +92,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: Seconds between two flushes of a worker's counts (:func:`flush`).
 FLUSH_EVERY = 1.0
+
+#: Methods counted under their own name; any other is counted as ``other``, so that
+#: invented methods cannot add series without end.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 #: The store methods :func:`instrument` times.
 STORE_OPS = ("get", "set", "add", "delete", "expire", "incr", "ping", "set_fenced")
@@ -132,7 +138,16 @@ def enabled() -> bool:
 
 
 def request(route: str, method: str, status: int | str, seconds: float) -> None:
-    """Count an answered request (the extension calls this)."""
+    """Count an answered request (the extension calls this).
+
+    The labels are bounded here: a method outside :data:`METHODS` and a
+    status outside 100-599 are counted as ``other``. ``route`` must already
+    be bounded (a URL rule, not a path).
+    """
+    if method not in METHODS:
+        method = "other"
+    if not (isinstance(status, int) and 100 <= status <= 599):
+        status = "other"
     _sink.request(route, method, status, seconds)
 
 
