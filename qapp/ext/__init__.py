@@ -32,6 +32,7 @@ from qapp.ext.extension import Qapp
 from qapp.ext.origin import CrossSiteRequest
 from qapp.ext.ratelimit import RateLimited, client_address, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
+from qapp.ext.ratelimit import refund as refund_rate_limit
 from qapp.ext.session_cookie import StoreSessionInterface
 from qapp.ext.sessions import ServerSession, current, session
 from qapp.ext.users import login_required, login_user, logout_user
@@ -57,6 +58,7 @@ __all__ = [
     "login_user",
     "logout_user",
     "rate_limit",
+    "refund_rate_limit",
     "session",
     "state_of",
 ]

@@ -29,9 +29,10 @@ from qapp import metrics
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
 from qapp.ratelimit import Limit, Verdict, hit, parse_limit
+from qapp.ratelimit import refund as uncount
 from qapp.state import ConfigurationError
 
-__all__ = ["RateLimited", "check", "client_address", "install", "rate_limit"]
+__all__ = ["RateLimited", "check", "client_address", "install", "rate_limit", "refund"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -112,6 +113,17 @@ async def check(
         metrics.rate_limited(scope)
         raise RateLimited(verdict)
     return verdict
+
+
+async def refund(verdict: Verdict, *, store: str = "default", cost: int = 1) -> None:
+    """Give back what :func:`check` counted for ``verdict``: for limits that count failures.
+
+    E.g. a login counts every attempt before it checks the password, so that
+    concurrent guesses cannot all get in before the first failure is counted,
+    and gives the attempt back when the password was right.
+    """
+    counters = state_of().store(store).namespace("ratelimit")
+    await uncount(counters, verdict, cost)
 
 
 def rate_limit(

@@ -17,8 +17,9 @@ turns a limit off); see :data:`LIMITS` for the defaults:
 ========================  ==================================================================
 key                       what it limits
 ========================  ==================================================================
-LOGIN_LIMIT               logins per account (every attempt counts, right or wrong)
-LOGIN_CLIENT_LIMIT        logins per client address
+LOGIN_LIMIT               failed logins per account and client address
+LOGIN_ACCOUNT_LIMIT       failed logins per account, over every client address
+LOGIN_CLIENT_LIMIT        logins per client address (every attempt counts)
 REGISTER_CLIENT_LIMIT     registrations per client address
 HASH_CONCURRENCY          password hashes running at once per worker (503 beyond)
 CACHE_MAX_TTL             the longest a cache entry lives; a PUT without ttl gets it
@@ -63,6 +64,7 @@ ENV_KEYS = (
     "INSTANCE_PATH",
     "SESSION_COOKIE_SECURE",
     "LOGIN_LIMIT",
+    "LOGIN_ACCOUNT_LIMIT",
     "LOGIN_CLIENT_LIMIT",
     "REGISTER_CLIENT_LIMIT",
     "HASH_CONCURRENCY",
@@ -84,7 +86,11 @@ ENV_KEYS = (
 
 #: Defaults of the abuse limits (see the module docstring).
 LIMITS: dict[str, Any] = {
-    "LOGIN_LIMIT": "5/minute",
+    # One address gets 5 guesses per account per quarter hour; an account
+    # takes 50 a quarter hour from all addresses together, so it takes 10
+    # addresses to lock its owner out (docs/security.md has the trade-off).
+    "LOGIN_LIMIT": "5/15 minutes",
+    "LOGIN_ACCOUNT_LIMIT": "50/15 minutes",
     "LOGIN_CLIENT_LIMIT": "30/minute",
     "REGISTER_CLIENT_LIMIT": "20/hour",
     "HASH_CONCURRENCY": 2,
