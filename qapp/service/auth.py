@@ -240,20 +240,21 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
     # Counted before the password is checked: a refused guess costs no hash
-    # and tells nothing. A client that spent its budget for this account
-    # stops here, before it adds to the account's ceiling.
+    # and tells nothing.
     client = client_address()
     await throttle("LOGIN_CLIENT_LIMIT", client, "login-client")
-    # "@" cannot be in a username, so the key names one (account, client) pair.
-    counted = [await throttle("LOGIN_LIMIT", f"{data.username}@{client}", "login-pair")]
-    counted.append(await throttle("LOGIN_ACCOUNT_LIMIT", data.username, "login-account"))
+    # The pair first: a client that spent its budget for this account is
+    # refused before it adds to the account's ceiling. "@" cannot be in a
+    # username, so the key names one (account, client) pair.
+    pair = await throttle("LOGIN_LIMIT", f"{data.username}@{client}", "login-pair")
+    account = await throttle("LOGIN_ACCOUNT_LIMIT", data.username, "login-account")
     record = await users().get(data.username)
     stored = record.get("password_hash") if isinstance(record, dict) else None
     if not await _hash_work(_password_matches, stored, data.password):
         raise APIError(401, "invalid_credentials", "unknown username or wrong password")
     # Only attempts that fail count against the account: the owner's own
     # logins never bring the account nearer its ceiling.
-    await give_back(*counted)
+    await give_back(pair, account)
     # A new id, written with the user in it: an id known before login is
     # worthless. If the store fails midway, nothing of the login is kept.
     await login_user(data.username)
