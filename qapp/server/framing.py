@@ -17,9 +17,11 @@ parsers disagreed on two requests a client controls:
 
 :class:`FramingGuard` wraps the app each worker serves. It answers the first
 request with a JSON 400, and a head over the limit with a JSON 431, both
-with ``Connection: close``, without reading the body: both servers then
-close the connection, and no byte after the refused request is read as a
-request. granian's read buffer is set to the same limit
+with ``Connection: close``, without reading the body: the server then
+closes the connection, and no byte after the refused request is read as a
+request. On granian the guard never sees both length headers (hyper drops
+``Content-Length`` before the app is called, and closes the connection
+after the answer itself); granian's read buffer is set to the same limit
 (:func:`qapp.server.granian.settings`), so it refuses a larger head itself.
 """
 
@@ -31,7 +33,7 @@ from typing import Any
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from hypercorn.utils import is_asgi
 
-__all__ = ["MAX_HEAD", "FramingGuard", "guard", "guarded_path"]
+__all__ = ["MAX_HEAD", "FramingGuard", "guard", "guarded_path", "head_size"]
 
 #: Largest request head (request line and headers) in bytes: hypercorn's
 #: ``h11_max_incomplete_size`` default, which ``qapp serve`` applies on both servers.
