@@ -19,7 +19,14 @@ import pytest
 from hypercorn.config import Config
 
 from qapp.server import granian
-from qapp.server.framing import MAX_HEAD, FramingGuard, guard, guarded_path, head_size
+from qapp.server.framing import (
+    MAX_HEAD,
+    MAX_HEADERS,
+    FramingGuard,
+    guard,
+    guarded_path,
+    head_size,
+)
 from qapp.testing import HypercornServer
 
 #: Seconds an idle connection, or an unfinished head, is kept (``--keep-alive``).
@@ -120,6 +127,20 @@ def test_the_head_limit_is_16_kib_on_both_servers(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("fields", "status"), [(MAX_HEADERS, 200), (MAX_HEADERS + 1, 431)])
+def test_at_most_100_header_fields_on_both_servers(
+    server: HypercornServer, fields: int, status: int
+) -> None:
+    """A request with 100 header fields is served; with 101 it gets 431 and a closed connection
+    (hypercorn alone took any number)."""
+    extra = b"".join(b"X-F%d: a\r\n" % n for n in range(fields - 2))  # besides Host, Connection
+    received, _ = exchange(
+        server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra + b"\r\n"
+    )
+    assert statuses(received) == [status], received[:200]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sent",
     [b"", b"GET /health HTTP/1.1\r\nHost: x\r\n"],
@@ -170,8 +191,8 @@ async def _answer(app: FramingGuard, headers: list[tuple[bytes, bytes]]) -> list
 
 
 async def test_the_guard_refuses_without_reading_the_body_and_asks_to_close() -> None:
-    """Both length headers get a JSON 400, a head over the limit a JSON 431, each with
-    Connection: close and without the body being read; the app never sees either."""
+    """Both length headers get a JSON 400, a head over either limit a JSON 431, each with
+    Connection: close and without the body being read; the app never sees them."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("a refused request reached the app")
@@ -179,7 +200,12 @@ async def test_the_guard_refuses_without_reading_the_body_and_asks_to_close() ->
     guarded = FramingGuard(app)
     both = [(b"content-length", b"4"), (b"transfer-encoding", b"chunked")]
     big = [(b"x-big", b"a" * MAX_HEAD)]
-    for headers, status, code in ((both, 400, b"ambiguous_length"), (big, 431, b"headers_")):
+    many = [(b"x-f", b"a")] * (MAX_HEADERS + 1)
+    for headers, status, code in (
+        (both, 400, b"ambiguous_length"),
+        (big, 431, b"headers_too_large"),
+        (many, 431, b"too_many_headers"),
+    ):
         start, body = await _answer(guarded, headers)
         assert start["status"] == status
         assert (b"connection", b"close") in start["headers"]

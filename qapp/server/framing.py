@@ -13,16 +13,18 @@ parsers disagreed on two requests a client controls:
 - A large request head. hyper refuses a head that does not fit its read
   buffer; h11 refuses a head over ``h11_max_incomplete_size`` (16 KiB) only
   while it is incomplete, so a head up to 64 KiB that arrives in one read
-  was accepted, and granian's default buffer took 400 KiB.
+  was accepted, and granian's default buffer took 400 KiB. hyper also
+  refuses more than 100 header fields, where h11 takes any number.
 
 :class:`FramingGuard` wraps the app each worker serves. It answers the first
-request with a JSON 400, and a head over the limit with a JSON 431, both
+request with a JSON 400, and a head over either limit with a JSON 431, both
 with ``Connection: close``, without reading the body: the server then
 closes the connection, and no byte after the refused request is read as a
 request. On granian the guard never sees both length headers (hyper drops
 ``Content-Length`` before the app is called, and closes the connection
 after the answer itself); granian's read buffer is set to the same limit
-(:func:`qapp.server.granian.settings`), so it refuses a larger head itself.
+(:func:`qapp.server.granian.settings`), so it refuses a larger head, or
+more fields, itself.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from typing import Any
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from hypercorn.utils import is_asgi
 
-__all__ = ["MAX_HEAD", "FramingGuard", "guard", "guarded_path", "head_size"]
+__all__ = ["MAX_HEAD", "MAX_HEADERS", "FramingGuard", "guard", "guarded_path", "head_size"]
 
 #: Largest request head (request line and headers) in bytes: hypercorn's
 #: ``h11_max_incomplete_size`` default, which ``qapp serve`` applies on both servers.
 MAX_HEAD = 16 * 1024
+#: Most header fields in a request: hyper's fixed limit, which granian applies.
+MAX_HEADERS = 100
 
 #: Bytes of a request line besides its method and target: two spaces, "HTTP/1.1", CRLF.
 _LINE_EXTRA = 12
@@ -61,17 +65,21 @@ def head_size(scope: HTTPScope) -> int:
 class FramingGuard:
     """ASGI middleware: refuse ambiguous framing (400) and oversized heads (431), then close.
 
-    ``max_head`` None leaves the size to the server (granian enforces it
-    while it reads).
+    ``max_head`` (bytes) or ``max_headers`` (fields) None leaves that limit
+    to the server (granian enforces both while it reads).
     """
 
-    def __init__(self, app: Any, max_head: int | None = MAX_HEAD) -> None:
+    def __init__(
+        self, app: Any, max_head: int | None = MAX_HEAD, max_headers: int | None = MAX_HEADERS
+    ) -> None:
         self.app = app
         self.max_head = max_head
+        self.max_headers = max_headers
 
     def refusal(self, scope: HTTPScope) -> tuple[int, str, str] | None:
         """Why this request must be refused (status, code, message), or None."""
-        names = {name.lower() for name, _ in scope["headers"]}
+        headers = list(scope["headers"])
+        names = {name.lower() for name, _ in headers}
         if b"content-length" in names and b"transfer-encoding" in names:
             return (
                 400,
@@ -83,6 +91,12 @@ class FramingGuard:
                 431,
                 "headers_too_large",
                 f"the request line and headers exceed {self.max_head} bytes",
+            )
+        if self.max_headers is not None and len(headers) > self.max_headers:
+            return (
+                431,
+                "too_many_headers",
+                f"a request has at most {self.max_headers} header fields",
             )
         return None
 
@@ -115,9 +129,9 @@ class FramingGuard:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def guard(app: Any, max_head: int | None = MAX_HEAD) -> Any:
+def guard(app: Any, max_head: int | None = MAX_HEAD, max_headers: int | None = MAX_HEADERS) -> Any:
     """``app`` behind a :class:`FramingGuard`; a WSGI app is returned as it is."""
-    return FramingGuard(app, max_head) if is_asgi(app) else app
+    return FramingGuard(app, max_head, max_headers) if is_asgi(app) else app
 
 
 def guarded_path(application_path: str, max_head: int = MAX_HEAD) -> str:

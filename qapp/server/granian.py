@@ -130,8 +130,9 @@ def load_app(target: str) -> Any:
     module_name, _, attribute = target.partition(":")
     app = getattr(importlib.import_module(module_name), attribute or "app")
     tune_gc()
-    # The head's size is granian's to refuse, while it reads (settings()).
-    app = guard(app, max_head=None)
+    # The head's size and its number of fields are granian's to refuse, while
+    # it reads (settings()).
+    app = guard(app, max_head=None, max_headers=None)
     # granian's own logger: the one a spawned worker has a handler for.
     logger.info("Running on granian in worker %d", os.getpid())
     return app
