@@ -28,6 +28,7 @@ BACKENDS = ["memory", "sqlite", "redis", "postgresql"]
 NO_LIMITS = dict.fromkeys(
     (
         "LOGIN_LIMIT",
+        "LOGIN_ACCOUNT_LIMIT",
         "LOGIN_CLIENT_LIMIT",
         "REGISTER_CLIENT_LIMIT",
         "CACHE_QUOTA",

@@ -33,6 +33,7 @@ from qapp.ext.extension import Qapp
 from qapp.ext.origin import CrossSiteRequest, cross_site_exempt
 from qapp.ext.ratelimit import RateLimited, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
+from qapp.ext.ratelimit import refund as refund_rate_limit
 from qapp.ext.session_cookie import StoreSessionInterface
 from qapp.ext.sessions import ServerSession, current, session
 from qapp.ext.users import login_required, login_user, logout_user
@@ -60,6 +61,7 @@ __all__ = [
     "login_user",
     "logout_user",
     "rate_limit",
+    "refund_rate_limit",
     "session",
     "state_of",
 ]

@@ -28,6 +28,7 @@ from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
 from qapp.store import metrics
 from qapp.store.ratelimit import Limit, Verdict, hit, parse_limit
+from qapp.store.ratelimit import refund as uncount
 
 __all__ = [
     "RateLimited",
@@ -37,6 +38,7 @@ __all__ = [
     "install",
     "ipv6_prefix",
     "rate_limit",
+    "refund",
     "trusted_proxies",
 ]
 
@@ -81,6 +83,17 @@ async def check(
         metrics.rate_limited(scope)
         raise RateLimited(verdict)
     return verdict
+
+
+async def refund(verdict: Verdict, *, store: str = "default", cost: int = 1) -> None:
+    """Give back what :func:`check` counted for ``verdict``: for limits that count failures.
+
+    E.g. a login counts every attempt before it checks the password, so that
+    concurrent guesses cannot all get in before the first failure is counted,
+    and gives the attempt back when the password was right.
+    """
+    counters = state_of().store(store).namespace("ratelimit")
+    await uncount(counters, verdict, cost)
 
 
 def rate_limit(

@@ -20,12 +20,16 @@ it has them:
 - SIGTERM or SIGINT to the parent stops each worker gracefully: the app's
   lifespan shutdown (``after_serving``) runs in each;
 - HTTP/1.1 only on cleartext unless ``--h2c``;
+- the same request framing: a request with both ``Content-Length`` and
+  ``Transfer-Encoding`` gets a 400 and a closed connection, and a head over
+  ``h11_max_incomplete_size`` a 431 (:mod:`qapp.server.framing`);
 - each worker tunes its garbage collector (:mod:`qapp.server.worker`).
 
 Settings come from the same hypercorn TOML file, so one file describes a
 deployment whichever server runs it: ``bind`` (one TCP address),
 ``workers``, ``backlog``, ``keep_alive_timeout`` (granian's HTTP/1 header
-read timeout, which also closes idle keep-alive connections) and
+read timeout, which also closes idle keep-alive connections),
+``h11_max_incomplete_size`` (granian's HTTP/1 read buffer) and
 ``graceful_timeout`` (how long a stopping worker may take before it is
 killed). TLS, ``unix:`` and several binds are hypercorn's alone: a
 configuration that asks granian for them is refused in one line.
@@ -41,9 +45,13 @@ from typing import Any
 
 from hypercorn.config import Config
 
+from qapp.server.framing import guard
 from qapp.server.worker import tune_gc
 
 __all__ = ["GranianConfigError", "load_app", "loop_name", "serve", "settings"]
+
+#: The smallest HTTP/1 read buffer granian accepts, in bytes.
+MIN_BUFFER = 8192
 
 
 def loop_name() -> str:
@@ -98,7 +106,10 @@ def settings(config: Config, *, h2c: bool = False) -> dict[str, Any]:
         "loop": Loops(loop_name()),
         "http": HTTPModes.auto if h2c else HTTPModes.http1,
         "http1_settings": HTTP1Settings(
-            header_read_timeout=max(1, round(config.keep_alive_timeout * 1000))
+            header_read_timeout=max(1, round(config.keep_alive_timeout * 1000)),
+            # hyper refuses (431) a head that does not fit its read buffer: the
+            # same limit as hypercorn's (qapp.server.framing).
+            max_buffer_size=max(MIN_BUFFER, config.h11_max_incomplete_size),
         ),
         "backlog": config.backlog,
         "respawn_failed_workers": True,
@@ -119,6 +130,9 @@ def load_app(target: str) -> Any:
     module_name, _, attribute = target.partition(":")
     app = getattr(importlib.import_module(module_name), attribute or "app")
     tune_gc()
+    # The head's size and its number of fields are granian's to refuse, while
+    # it reads (settings()).
+    app = guard(app, max_head=None, max_headers=None)
     # granian's own logger: the one a spawned worker has a handler for.
     logger.info("Running on granian in worker %d", os.getpid())
     return app

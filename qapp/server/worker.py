@@ -46,6 +46,8 @@ from multiprocessing.synchronize import Event
 from hypercorn.config import Config, Sockets
 from hypercorn.typing import WorkerFunc
 
+from qapp.server.framing import guarded_path
+
 #: Set (to anything) by ``qapp serve --h2c``: leave cleartext HTTP/2 on.
 H2C_VARIABLE = "QAPP_H2C"
 
@@ -86,12 +88,16 @@ def run(
     sockets: Sockets,
     shutdown_event: Event,
 ) -> None:
-    """The target of one worker process: import the app, tune the collector, serve."""
+    """The target of one worker process: import the app, tune the collector, serve.
+
+    The app is served behind :class:`qapp.server.framing.FramingGuard`.
+    """
     # hypercorn's worker imports the app itself; importing it first means the
     # freeze covers it, and the worker then finds it in sys.modules.
     module, _, _ = config.application_path.partition(":")
     importlib.import_module(module)
     if not os.environ.get(H2C_VARIABLE):
         http1_only()
+    config.application_path = guarded_path(config.application_path, config.h11_max_incomplete_size)
     tune_gc()
     worker_func(config, sockets, shutdown_event)

@@ -21,6 +21,24 @@ Passwords are hashed with werkzeug.security (scrypt), in a thread, so
 that hashing does not stall the worker's other requests. An unknown user
 and a wrong password get the same 401 after the same work: an unknown name
 is checked against a dummy hash, so timing does not tell them apart.
+
+A login passes three limits (settings in :mod:`qapp.service.config`), all
+before the password is checked, so that a refused attempt costs no hash
+and says nothing about the password:
+
+- ``LOGIN_CLIENT_LIMIT``, per client address over every account: every
+  attempt counts, so a flood of logins from one address is refused cheaply;
+- ``LOGIN_LIMIT``, per account *and* client address: a stranger's guesses
+  spend the stranger's budget for that account, not the owner's;
+- ``LOGIN_ACCOUNT_LIMIT``, per account over every address, higher: the
+  ceiling for guesses spread over many addresses. Once it is spent the
+  owner is refused too, until its window ends; that is the trade-off.
+
+The last two count attempts that did not succeed: each attempt is counted
+before the password is checked, so concurrent guesses cannot slip in before
+the first failure is counted, and a login that succeeds is given back. A
+refused attempt stays counted: retrying early gains nothing. These counters
+are the one thing a refused request changes in the store.
 """
 
 from __future__ import annotations
@@ -28,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import secrets
 import threading
@@ -38,6 +57,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, current_app, g
+from quart.blueprints import BlueprintSetupState
 from quart_schema import validate_request
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -50,8 +70,10 @@ from qapp.ext import (
 )
 from qapp.service.apidoc import NoContent, document_response, errors
 from qapp.service.errors import APIError
-from qapp.service.limits import throttle
+from qapp.service.limits import give_back, lockout_risk, throttle
 from qapp.state import Store
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -107,6 +129,17 @@ def _password_matches(stored: str | None, password: str) -> bool:
         check_password_hash(_dummy_hash(), password)
         return False
     return check_password_hash(stored, password)
+
+
+@bp.record_once
+def check_login_limits(state: BlueprintSetupState) -> None:
+    """Read the login limits when the app is built: a bad one fails then, naming its setting.
+
+    Warns if one client alone could spend an account's ceiling.
+    """
+    warning = lockout_risk(state.app.config)
+    if warning:
+        log.warning("%s", warning)
 
 
 @bp.before_app_serving
@@ -206,14 +239,22 @@ async def register(data: Credentials) -> tuple[dict[str, str], int]:
 @errors(401)
 async def login(data: Credentials) -> dict[str, str]:
     """Log in: same 401 for unknown user and wrong password; a new session id on success."""
-    # Counted before the password is checked: a refused guess costs no hash,
-    # and every guess counts, right or wrong, so the limit cannot be probed.
-    await throttle("LOGIN_CLIENT_LIMIT", client_key(), "login-client")
-    await throttle("LOGIN_LIMIT", data.username, "login-account")
+    # Counted before the password is checked: a refused guess costs no hash
+    # and tells nothing.
+    client = client_key()
+    await throttle("LOGIN_CLIENT_LIMIT", client, "login-client")
+    # The pair first: a client that spent its budget for this account is
+    # refused before it adds to the account's ceiling. "@" cannot be in a
+    # username, so the key names one (account, client) pair.
+    pair = await throttle("LOGIN_LIMIT", f"{data.username}@{client}", "login-pair")
+    account = await throttle("LOGIN_ACCOUNT_LIMIT", data.username, "login-account")
     record = await users().get(data.username)
     stored = record.get("password_hash") if isinstance(record, dict) else None
     if not await _hash_work(_password_matches, stored, data.password):
         raise APIError(401, "invalid_credentials", "unknown username or wrong password")
+    # Only attempts that fail count against the account: the owner's own
+    # logins never bring the account nearer its ceiling.
+    await give_back(pair, account)
     # A new id, written with the user in it: an id known before login is
     # worthless. If the store fails midway, nothing of the login is kept.
     await login_user(data.username)

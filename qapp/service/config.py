@@ -32,8 +32,12 @@ __all__ = ["ALIASES", "MAX_BODY", "SERVICE_SETTINGS", "instance_path", "number",
 #: The service's own keys: key -> (default, what it means).
 SERVICE_SETTINGS: dict[str, tuple[Any, str]] = {
     "QAPP_INSTANCE_PATH": ("instance", "the instance folder: default SQLite file, generated key"),
-    "QAPP_LOGIN_LIMIT": ("5/minute", "logins per account (every attempt counts)"),
-    "QAPP_LOGIN_CLIENT_LIMIT": ("30/minute", "logins per client address"),
+    # One address gets 5 guesses per account per quarter hour; an account
+    # takes 50 a quarter hour from all addresses together, so it takes 10
+    # addresses to lock its owner out (docs/security.md has the trade-off).
+    "QAPP_LOGIN_LIMIT": ("5/15 minutes", "failed logins per account and client address"),
+    "QAPP_LOGIN_ACCOUNT_LIMIT": ("50/15 minutes", "failed logins per account, all clients"),
+    "QAPP_LOGIN_CLIENT_LIMIT": ("30/minute", "logins per client address (every attempt)"),
     "QAPP_REGISTER_CLIENT_LIMIT": ("20/hour", "registrations per client address"),
     "QAPP_HASH_CONCURRENCY": (2, "password hashes at once per worker (503 beyond)"),
     "QAPP_CACHE_MAX_TTL": (24 * 3600.0, "the longest a cache entry lives (s)"),

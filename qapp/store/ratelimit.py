@@ -11,6 +11,9 @@ increment is atomic on every backend, so a limit of N lets exactly N
 events through per window, never N+1, however many workers and hosts
 count (on ``memory://`` the count is per process, so each worker allows
 its own N). A refused event is counted too: retrying early does not help.
+An event counted and then found not to matter (a login that succeeded,
+when only failures should count) is given back with :func:`refund`, in the
+window it was counted in.
 
 The window is the price of exactness with one atomic operation: a client
 can spend N at the end of one window and N more at the start of the next.
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from qapp.store.errors import ConfigurationError
 from qapp.store.interface import Store
 
-__all__ = ["Limit", "Verdict", "hit", "parse_limit"]
+__all__ = ["Limit", "Verdict", "hit", "parse_limit", "refund"]
 
 #: Seconds in each period a limit string may name.
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -55,6 +58,8 @@ class Verdict:
     remaining: int
     #: Seconds until the window ends and the count starts again.
     reset: float
+    #: The counter this event was counted in (its window's key in the store).
+    counter: str = ""
 
     @property
     def retry_after(self) -> int:
@@ -85,10 +90,21 @@ async def hit(store: Store, key: str, limit: Limit, cost: int = 1) -> Verdict:
     now = time.time()
     window = math.floor(now / limit.period)
     reset = (window + 1) * limit.period - now
-    count = await store.incr(f"{key}:{window}", cost, ttl=limit.period)
+    counter = f"{key}:{window}"
+    count = await store.incr(counter, cost, ttl=limit.period)
     return Verdict(
         allowed=count <= limit.count,
         limit=limit,
         remaining=max(0, limit.count - count),
         reset=reset,
+        counter=counter,
     )
+
+
+async def refund(store: Store, verdict: Verdict, cost: int = 1) -> None:
+    """Take back ``cost`` events that :func:`hit` counted for ``verdict``, in their window.
+
+    The window may have ended since: its counter is then no longer read,
+    and the refund changes nothing that counts.
+    """
+    await store.incr(verdict.counter, -cost, ttl=verdict.limit.period)
