@@ -44,7 +44,8 @@ _addresses = itertools.count(1)
 
 def address() -> dict[str, str]:
     """Headers of a client address no other request in this run uses."""
-    return {"X-Forwarded-For": f"2001:db8::{next(_addresses):x}"}
+    # One /64 each: IPv6 clients are keyed by network.
+    return {"X-Forwarded-For": f"2001:db8:{next(_addresses):x}::1"}
 
 
 def wrong(n: int = 0, username: str = "ada") -> dict[str, str]:
@@ -180,7 +181,7 @@ async def test_each_login_limit_can_be_turned_off(
     client: httpx.AsyncClient, app: Quart, setting: str, plan: str
 ) -> None:
     """With one login limit "off", the guesses it alone would stop all get their 401."""
-    app.config[setting] = "off"
+    app.config[f"QAPP_{setting}"] = None  # off, as create_app reads "off"
     await add_user(app, **OWNER)
     one = address()
     if plan == "one address, one account":

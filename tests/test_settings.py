@@ -102,7 +102,7 @@ def test_service_keys_are_read_once_into_the_config(
     app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
     assert app.config["QAPP_MEMO_TTL"] == 12.5
     assert app.config["QAPP_CACHE_QUOTA"] is None
-    assert app.config["QAPP_LOGIN_LIMIT"] == "5/minute"
+    assert app.config["QAPP_LOGIN_LIMIT"] == "5/15 minutes"
     assert app.config["QAPP_FAST_PATH"] is True
 
 
