@@ -36,6 +36,7 @@ from quart import current_app, has_app_context
 
 from qapp.ext.context import get_store
 from qapp.store.callkey import Tags
+from qapp.store.codecs import Codec
 from qapp.store.flight import Cached, Result, StillComputing
 from qapp.store.flight import cached as cached_in
 
@@ -56,6 +57,7 @@ class AppCacheOptions(TypedDict, total=False):
     ignore: Iterable[str]
     unless: Callable[[Any], bool] | None
     tags: Tags
+    codec: Codec | str | None
 
 
 def cached(
@@ -68,7 +70,7 @@ def cached(
     """Keep an async function's values in the current app's ``store``, each computed once.
 
     The options are :func:`qapp.store.flight.cached`'s (``lease``, ``wait``,
-    ``beta``, ``namespace``, ``key``, ``ignore``, ``unless``, ``tags``), and
+    ``beta``, ``namespace``, ``key``, ``ignore``, ``unless``, ``tags``, ``codec``), and
     ``store``: the name of the app's store (``cache``: ``QAPP_CACHE_STORE_URL``).
     """
     return cached_in(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeAlias, TypedDict
 
 from qapp.store.callkey import Tags
+from qapp.store.codecs import Codec
 
 __all__ = ["BoundCached", "CacheOptions", "CachedFunction", "Spawn"]
 
@@ -31,6 +32,7 @@ class CacheOptions(TypedDict, total=False):
     ignore: Iterable[str]
     unless: Callable[[Any], bool] | None
     tags: Tags
+    codec: Codec | str | None
 
 
 class CachedFunction(Protocol):

@@ -48,6 +48,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, Unpack
 
 from qapp.store.cacheapi import BoundCached, CacheOptions, Spawn
 from qapp.store.callkey import TAG_PREFIX, CallKey, check_tags, tagged
+from qapp.store.codecs import Codec, codec_for
 from qapp.store.errors import InvalidValue, LockTimeout, StoreError
 from qapp.store.inflight import Entry, Flight, Found, Result, StillComputing, Stopped
 from qapp.store.interface import Store, check_namespace
@@ -112,6 +113,7 @@ class Cached(Refresher, Generic[P, T]):
         self.namespace = check_namespace(options.get("namespace") or DEFAULT_NAMESPACE)
         Refresher.__init__(self, options.get("spawn"))
         self.unless = options.get("unless")
+        self._codec_spec = options.get("codec")
         tags = options.get("tags", ())
         self._tags = tags if callable(tags) else check_tags(tags)
         #: The function's module and qualified name: how every key begins.
@@ -120,6 +122,11 @@ class Cached(Refresher, Generic[P, T]):
             func, self.name, ignore=options.get("ignore", ()), key=options.get("key")
         )
         self._flights: dict[Slot, Flight] = {}
+
+    @functools.cached_property
+    def codec(self) -> Codec:
+        """How values become JSON and back (:mod:`qapp.store.codecs`); resolved on first use."""
+        return codec_for(self._codec_spec, self.func, self.name)
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         """On an instance, a method: the same cache, with the instance as first argument."""
@@ -184,7 +191,7 @@ class Cached(Refresher, Generic[P, T]):
             except Stopped:
                 continue  # it was stopped as we joined: start another
             break
-        value: T = loads(found.text)
+        value: T = self.codec.decode(loads(found.text))
         return Result(value, found.cached, found.stale, found.computations)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Result[T]:
@@ -197,7 +204,7 @@ class Cached(Refresher, Generic[P, T]):
         key = await self._tagged_key(store, args, kwargs)
         call = functools.partial(self.func, *args, **kwargs)
         found = await self._settle(store, key, call, seen=await self._read(store, key))
-        value: T = loads(found.text)
+        value: T = self.codec.decode(loads(found.text))
         return Result(value, found.cached, found.stale, found.computations)
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -304,7 +311,7 @@ class Cached(Refresher, Generic[P, T]):
         try:
             value = await call()
             try:
-                text = dumps(value)
+                text = dumps(self.codec.encode(value))
             except InvalidValue as exc:
                 raise InvalidValue(f"{self.name} returned a value that is not JSON: {exc}") from exc
             delta = time.monotonic() - started
@@ -351,6 +358,9 @@ def cached(
         unless: a predicate on a computed value: true, and it is not kept.
         tags: names that :meth:`Cached.invalidate_tag` forgets at once, or a
             function of the call's arguments that gives them.
+        codec: how values become JSON: ``"json"`` (the default: JSON values
+            that come back equal), ``"typed"`` (the declared return type,
+            exactly) or a :class:`~qapp.store.codecs.Codec`.
     """
 
     def decorate(func: Callable[P, Awaitable[T]]) -> Cached[P, T]:
