@@ -27,7 +27,7 @@ key                         default                          meaning
                                                              believe (ratelimit, quotas)
 ``QAPP_CROSS_SITE_CHECK``   ``True``                         403 for cross-site unsafe
                                                              requests (:mod:`.origin`)
-``QAPP_FAST_PATH``          ``True``                         Quart's request handling with
+``QAPP_FAST_PATH``          ``False``                        Quart's request handling with
                                                              fewer tasks (:mod:`.fastpath`)
 ``QAPP_METRICS``            ``False``                        count requests and store calls;
                                                              serve ``/metrics`` (:mod:`.metrics`)
@@ -180,7 +180,7 @@ class Qapp:
         )
         errors.install_handlers(app)
         flag = _setting(app, "QAPP_FAST_PATH")
-        if flag is None or _as_bool(flag):
+        if flag is not None and _as_bool(flag):
             fastpath.install(app)
         if metrics.wanted(_setting(app, metrics.ENV)):
             metrics_route.install(app, _setting(app, metrics_route.TOKEN_KEY))

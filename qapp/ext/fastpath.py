@@ -1,9 +1,16 @@
 """Quart's per-request machinery, leaner: one task per request instead of three.
 
-:func:`install` gives an app two things (``QAPP_FAST_PATH``, on by default):
-:class:`LeanHTTPConnection`, and an ``ensure_async`` that remembers its
-answer per function (Quart asks ``inspect.iscoroutinefunction`` about every
-hook, view and signal on every request, about eight times a request).
+Off unless asked for: ``QAPP_FAST_PATH`` (config key, else environment
+variable) is False by default, so ``Qapp(app)`` leaves Quart's own request
+handling in place. qapp's demo service turns it on (``create_app``, and so
+``qapp.asgi:app``); ``QAPP_FAST_PATH=0`` turns it off there too.
+
+:func:`install` gives an app two things: :class:`LeanHTTPConnection` as its
+``asgi_http_class``, and an ``ensure_async`` that remembers its answer per
+function (Quart asks ``inspect.iscoroutinefunction`` about every hook, view
+and signal on every request, about eight times a request). Both are public
+attributes of a Quart app, made to be replaced; no private Quart name is
+used.
 
 For every HTTP request Quart's own connection class starts three tasks:
 one reads the request's messages (the body, then a disconnect), one runs
@@ -20,18 +27,53 @@ exactly as Quart's ``asyncio.wait`` would. The answer is sent under
 ``asyncio.timeout`` (no task) with the same ``RESPONSE_TIMEOUT``, and a
 body already complete in memory goes out in one message rather than two.
 
-A request that announces no body (most GETs, and POSTs without one) has
-nothing to read but the news that its client went away, and asking the
-server for that news costs more than it is worth on a short request: on
-granian the waiting ``receive`` alone was 7 % of a worker's CPU. So such a
-request starts its reader only once it has run :data:`WATCH_AFTER`
+Messages are read in the order Quart's ``handle_messages`` reads them, and
+each is handled as it handles it (the reader *is* that method, inherited).
+A request that announces no body (an HTTP/1 request with neither
+``Content-Length`` nor ``Transfer-Encoding``: most GETs) has its first
+message read inline, before the app runs: a real server has it ready at
+once (the empty, complete body), and Quart's test client, which sends no
+``Content-Length``, delivers its whole body in it and what follows. If
+that message says more body follows, the reader starts at once. If not,
+there is nothing left to read but the news that the client went away, and
+asking for that news costs more than it is worth on a short request: on
+granian the waiting ``receive`` alone was 7 % of a worker's CPU. So the
+reader then starts only once the request has run :data:`WATCH_AFTER`
 seconds. The difference is confined to clients that leave within that
 time: their request runs to its end (the answer goes nowhere) instead of
 being cancelled part way. A request still running then (a lock wait, a
 computation) is cancelled as before, at most that much later.
 
+One more difference, for in-process clients only: since the first message
+of such a request is awaited before the app runs, a hand-driven
+``test_client().request(...)`` connection must ``send`` or
+``send_complete()`` before it waits for the answer, as a real client's
+request is complete before a server hands it to the app. ``get``, ``post``
+and the rest of Quart's test client, and httpx's ``ASGITransport``, do so.
+
 Everything else a route sees is unchanged: the same request object, the
-same streaming body, the same cancellation of long requests.
+same streaming body, the same ``MAX_CONTENT_LENGTH`` and ``BODY_TIMEOUT``,
+the same cancellation of long requests. Websockets and the lifespan are
+Quart's own.
+
+What Quart would need to make the fast path unnecessary
+-------------------------------------------------------
+
+- A way to run the app in the server's task: Quart's connection class
+  always starts a reader task and a handler task and waits on both. A
+  public switch (or a documented hook between "request built" and "answer
+  sent") would let the app run where the server already runs it.
+- A cheaper disconnect watch: a reader that reads the body and then
+  waits for ``http.disconnect`` is a task and a pending ``receive`` per
+  request, for news that matters only to long requests. Starting that
+  watch lazily (after the body, or after a short delay), or offering it
+  as an opt-in, would do; so would the ASGI servers' newer ways of telling
+  a disconnect (a send that fails, an ``http.disconnect`` polled only
+  when asked).
+- Sending the answer without ``asyncio.wait_for``: ``asyncio.timeout``
+  bounds it the same way without a task.
+- ``ensure_async`` remembering its answer per function, as this module's
+  does: the answer about a function never changes.
 """
 
 from __future__ import annotations
@@ -39,14 +81,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
+from urllib.parse import urlparse
 
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
 from quart import Quart
-from quart.asgi import ASGIHTTPConnection, _handle_exception
+from quart.asgi import ASGIHTTPConnection
+from quart.debug import traceback_response
 from quart.utils import encode_headers
-from quart.wrappers import Response
+from quart.wrappers import Request, Response
 from quart.wrappers.response import DataBody
+from werkzeug.datastructures import Headers
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 __all__ = ["LeanHTTPConnection", "install"]
 
@@ -83,11 +130,31 @@ def _announces_no_body(scope: Any) -> bool:
     return True
 
 
+def _take_first(request: Request, message: ASGIReceiveEvent) -> bool:
+    """Handle a request's first message as Quart's ``handle_messages`` does.
+
+    True when the body is complete, so that only a disconnect can follow.
+    """
+    if message["type"] == "http.request":
+        request.body.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            request.body.set_complete()
+            return True
+    return False
+
+
+def _normalise_path(path: str, root_path: str) -> str:
+    # A path outside the app's root is a 404: " " matches no route.
+    if path == root_path or not path.startswith(root_path):
+        return " "
+    return path.removeprefix(root_path)
+
+
 class LeanHTTPConnection(ASGIHTTPConnection):
     """Quart's HTTP connection, running the app in the server's task; see the module doc."""
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        request = self._create_request_from_scope(send)
+        request = self.make_request(send)
         task = asyncio.current_task()
         assert task is not None
         state = {"answering": True, "cut": False}
@@ -107,10 +174,17 @@ class LeanHTTPConnection(ASGIHTTPConnection):
 
         watch: asyncio.TimerHandle | None = None
         if _announces_no_body(self.scope):
-            # Nothing to read but the client's going away: the body is empty
-            # now, and the watch starts only if the answer takes a while.
-            request.body.set_complete()
-            watch = asyncio.get_running_loop().call_later(WATCH_AFTER, start_reading)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                # Gone before the app ran: Quart's reader would end the
+                # request here, and the app would be cancelled unanswered.
+                return
+            if _take_first(request, message):
+                # Nothing more to read but the client's going away: that
+                # watch starts only if the answer takes a while.
+                watch = asyncio.get_running_loop().call_later(WATCH_AFTER, start_reading)
+            else:
+                start_reading()
         else:
             start_reading()
         try:
@@ -140,11 +214,52 @@ class LeanHTTPConnection(ASGIHTTPConnection):
             if error is not None:
                 raise error
 
-    async def handle_request(self, request: Any, send: ASGISendCallable) -> None:
+    def make_request(self, send: ASGISendCallable) -> Request:
+        """This connection's request, built from its scope as Quart's own connection builds it."""
+        scope = self.scope
+        config = self.app.config
+        headers = Headers()
+        headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
+        for name, value in scope["headers"]:
+            headers.add(name.decode("latin1").title(), value.decode("latin1"))
+        if scope["http_version"] < "1.1":
+            headers.setdefault("Host", config["SERVER_NAME"] or "")
+        path = scope["path"]
+        path = path if path[0] == "/" else urlparse(path).path
+        root_path = scope.get("root_path", "")
+        if root_path != "":
+            path = _normalise_path(path, root_path)
+        return self.app.request_class(
+            scope["method"],
+            scope["scheme"],
+            path,
+            scope["query_string"],
+            headers,
+            root_path,
+            scope["http_version"],
+            max_content_length=config["MAX_CONTENT_LENGTH"],
+            body_timeout=config["BODY_TIMEOUT"],
+            send_push_promise=partial(self.push_promise, send),
+            scope=scope,
+        )
+
+    async def push_promise(self, send: ASGISendCallable, path: str, headers: Headers) -> None:
+        """Send an HTTP/2 server push, where the server offers it (``http.response.push``)."""
+        extensions = self.scope.get("extensions", {}) or {}
+        if "http.response.push" in extensions:
+            await send(
+                {"type": "http.response.push", "path": path, "headers": encode_headers(headers)}
+            )
+
+    async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
         try:
-            response = await self.app.handle_request(request)
+            response: Any = await self.app.handle_request(request)
         except Exception as error:
-            response = await _handle_exception(self.app, error)
+            # What Quart does with an error its handlers let through: a
+            # traceback page in debug or testing mode, else the server's 500.
+            if not (self.app.debug or self.app.testing):
+                raise
+            response = await traceback_response(error)
 
         if isinstance(response, Response) and response.timeout != Ellipsis:
             timeout = cast(float | None, response.timeout)
@@ -153,13 +268,10 @@ class LeanHTTPConnection(ASGIHTTPConnection):
         # asyncio.timeout, not wait_for: the same limit without a task.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._send_response(send, response)
+                await self.send_answer(send, response)
 
-    async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
-        body = getattr(response, "response", None)
-        if not isinstance(response, Response) or type(body) is not DataBody:
-            await super()._send_response(send, response)
-            return
+    async def send_answer(self, send: ASGISendCallable, response: Any) -> None:
+        """Send ``response`` as Quart does; a body already in memory in one message."""
         await send(
             {
                 "type": "http.response.start",
@@ -167,14 +279,27 @@ class LeanHTTPConnection(ASGIHTTPConnection):
                 "headers": encode_headers(response.headers),
             }
         )
-        # What Quart sends as the body and then an empty last message, in one.
-        await send(
-            {
-                "type": "http.response.body",
-                "body": body.data[body.begin : body.end],
-                "more_body": False,
-            }
-        )
+        body = getattr(response, "response", None)
+        if isinstance(response, Response) and type(body) is DataBody:
+            # What Quart sends as the body and then an empty last message, in one.
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": body.data[body.begin : body.end],
+                    "more_body": False,
+                }
+            )
+            return
+        if isinstance(response, WerkzeugResponse):
+            for data in response.response:
+                chunk = data.encode() if isinstance(data, str) else data
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            async with response.response as response_body:
+                async for data in response_body:
+                    chunk = data.encode() if isinstance(data, str) else data
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _remembering(ensure_async: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -8,6 +8,7 @@ and :mod:`qapp.routes` is its URL map. It uses only the public names of
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Quart:
     }
     # Bad bodies are refused before the session hook reads any store.
     validation.init_app(app)
+    # The service runs on qapp's fast path (off by default in the library):
+    # QAPP_FAST_PATH=0, or {"FAST_PATH": False} here, gives Quart's own.
+    fast_path = settings.get("FAST_PATH")
+    if fast_path is None:
+        fast_path = os.environ.get("QAPP_FAST_PATH") or True
+    app.config["QAPP_FAST_PATH"] = config.as_bool(fast_path)
     qapp = Qapp(
         app,
         stores=stores,
