@@ -325,6 +325,10 @@ async def raw_body(client: Client) -> Any:
     return await client.send("POST", "/raw", data=RAW_PAYLOAD)
 
 
+async def empty_body(client: Client) -> Any:
+    return await client.send("POST", "/raw")
+
+
 async def streamed_body(client: Client) -> Any:
     return await client.send("POST", "/stream-in", chunks=CHUNKS)
 
@@ -411,6 +415,7 @@ SCENARIOS: dict[str, Scenario] = {
     "json body": json_body,
     "form body": form_body,
     "raw body": raw_body,
+    "empty body": empty_body,
     "streamed body": streamed_body,
     "streamed answer": streamed_answer,
     "cookies": cookies,
@@ -436,6 +441,7 @@ EXPECTED: dict[str, Any] = {
     "json body": Answer(200, {"got": JSON_PAYLOAD}),
     "form body": Answer(200, {"got": FORM_PAYLOAD}),
     "raw body": Answer(200, digest(RAW_PAYLOAD)),
+    "empty body": Answer(200, digest(b"")),
     "streamed body": Answer(200, digest(b"".join(CHUNKS))),
     "streamed answer": Answer(200, "line 0\nline 1\nline 2\n"),
     "cookies": [Answer(200, "set"), Answer(200, {"flavour": "oat"})],

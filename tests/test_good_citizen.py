@@ -11,6 +11,7 @@ real hypercorn and granian servers are in ``tests/test_good_citizen_live.py``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from qapp.ext.fastpath import LeanHTTPConnection
 from tests.citizen_app import SECRET, make_app
 from tests.citizen_scenarios import (
     EXPECTED,
+    PATIENCE,
     SCENARIOS,
     WEBSOCKET_SCENARIOS,
     HttpxClient,
@@ -75,6 +77,20 @@ async def test_httpx_asgi_transport_gets_the_same_answers(
         async with httpx.AsyncClient(transport=transport, base_url="http://citizen.test") as c:
             seen = await run_scenarios(HttpxClient(c), SCENARIOS)
     assert seen == {name: EXPECTED[name] for name in SCENARIOS}
+
+
+@pytest.mark.parametrize(("with_qapp", "fast_path", "store"), BUILDS)
+async def test_a_request_that_sends_nothing_yet_is_answered(
+    with_qapp: bool, fast_path: bool, store: str | None, request: pytest.FixtureRequest
+) -> None:
+    """A hand-driven test-client request that has sent no body message yet gets its answer."""
+    app = build(with_qapp, fast_path, store, request)
+    received = bytearray()
+    async with app.test_app(), app.test_client().request("/stream-out") as connection:
+        async with asyncio.timeout(PATIENCE):
+            while len(received) < len(EXPECTED["streamed answer"].body):
+                received.extend(await connection.receive())
+    assert received.decode() == EXPECTED["streamed answer"].body
 
 
 def test_the_fast_path_is_off_unless_asked_for(

@@ -28,30 +28,38 @@ exactly as Quart's ``asyncio.wait`` would. The answer is sent under
 body already complete in memory goes out in one message rather than two.
 
 Messages are read in the order Quart's ``handle_messages`` reads them, and
-each is handled as it handles it (the reader *is* that method, inherited).
-A request that announces no body (an HTTP/1 request with neither
-``Content-Length`` nor ``Transfer-Encoding``: most GETs) has its first
-message read inline, before the app runs: a real server has it ready at
-once (the empty, complete body), and Quart's test client, which sends no
-``Content-Length``, delivers its whole body in it and what follows. If
-that message says more body follows, the reader starts at once. If not,
-there is nothing left to read but the news that the client went away, and
-asking for that news costs more than it is worth on a short request: on
-granian the waiting ``receive`` alone was 7 % of a worker's CPU. So the
-reader then starts only once the request has run :data:`WATCH_AFTER`
-seconds. The difference is confined to clients that leave within that
-time: their request runs to its end (the answer goes nowhere) instead of
-being cancelled part way. A request still running then (a lock wait, a
-computation) is cancelled as before, at most that much later.
+each is handled as it handles it: the reader *is* that method, inherited.
+What changes is when it starts. A request that announces a body (a
+``Content-Length`` above 0, chunks, or any HTTP/2 request) starts it at
+once, as Quart does. A request that announces none (an HTTP/1 request
+with neither header: most GETs, and POSTs without a body) starts it only
+when needed:
 
-One more difference, for in-process clients only: since the first message
-of such a request is awaited before the app runs, a hand-driven
-``test_client().request(...)`` connection must ``send`` or
-``send_complete()`` before it waits for the answer, as a real client's
-request is complete before a server hands it to the app. ``get``, ``post``
-and the rest of Quart's test client, and httpx's ``ASGITransport``, do so.
+- when the app first reads the body (``await request.get_data()``,
+  ``request.form``, ``async for chunk in request.body``...): the request's
+  body is of a subclass of its usual class that starts the reader when it
+  is first awaited or iterated. From a real
+  server the first message is then the empty, complete body; Quart's test
+  client, which sends no ``Content-Length``, delivers its body there;
+- else once the request has run :data:`WATCH_AFTER` seconds, to hear if
+  its client went away. Asking the server for that news costs more than it
+  is worth on a short request: on granian a ``receive`` is a round trip
+  through its Rust runtime, and the waiting one alone was 7 % of a
+  worker's CPU (reading the first message inline on every such request
+  cost 15–20 % more CPU per request on the cheapest routes). The
+  difference is confined to clients that leave within that time: their
+  request runs to its end (the answer goes nowhere) instead of being
+  cancelled part way. A request still running then (a lock wait, a
+  computation) is cancelled as before, at most that much later.
 
-Everything else a route sees is unchanged: the same request object, the
+A request whose body nobody read has it marked complete once answered,
+so that code reading it later (a background task with a copy of the
+request context) gets the empty body a server sends, rather than waiting
+out ``BODY_TIMEOUT``. (Under Quart's test client, whose bodies come
+without ``Content-Length``, such a late reader gets that empty body too,
+where Quart's own reader would have read the test's body meanwhile.)
+
+Everything else a route sees is unchanged: the same request class, the
 same streaming body, the same ``MAX_CONTENT_LENGTH`` and ``BODY_TIMEOUT``,
 the same cancellation of long requests. Websockets and the lifespan are
 Quart's own.
@@ -65,11 +73,11 @@ What Quart would need to make the fast path unnecessary
   sent") would let the app run where the server already runs it.
 - A cheaper disconnect watch: a reader that reads the body and then
   waits for ``http.disconnect`` is a task and a pending ``receive`` per
-  request, for news that matters only to long requests. Starting that
-  watch lazily (after the body, or after a short delay), or offering it
-  as an opt-in, would do; so would the ASGI servers' newer ways of telling
-  a disconnect (a send that fails, an ``http.disconnect`` polled only
-  when asked).
+  request, for news that matters only to long requests. Reading the body
+  when the app asks for it, and starting the watch after a short delay
+  (or only for routes that want it), would do. Servers that follow ASGI
+  2.4 also raise ``OSError`` from ``send`` on a closed connection, which
+  tells a streaming answer that its client left with no watch at all.
 - Sending the answer without ``asyncio.wait_for``: ``asyncio.timeout``
   bounds it the same way without a task.
 - ``ensure_async`` remembering its answer per function, as this module's
@@ -85,7 +93,7 @@ from functools import partial
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
 from quart.asgi import ASGIHTTPConnection
 from quart.debug import traceback_response
@@ -130,17 +138,33 @@ def _announces_no_body(scope: Any) -> bool:
     return True
 
 
-def _take_first(request: Request, message: ASGIReceiveEvent) -> bool:
-    """Handle a request's first message as Quart's ``handle_messages`` does.
+#: Body class -> its on-demand subclass, made once per class (usually only Quart's ``Body``).
+_ON_DEMAND: dict[type[Any], Any] = {}
 
-    True when the body is complete, so that only a disconnect can follow.
-    """
-    if message["type"] == "http.request":
-        request.body.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            request.body.set_complete()
-            return True
-    return False
+
+def _on_demand(body_class: type[Any]) -> Any:
+    """``body_class``, starting the connection's reader when the app first reads the body."""
+    known = _ON_DEMAND.get(body_class)
+    if known is not None:
+        return known
+
+    class OnDemandBody(body_class):  # type: ignore[misc]
+        """A request body whose messages are asked for only once someone reads it."""
+
+        #: Starts the reader; set per request.
+        start: Callable[[], None]
+
+        def __await__(self) -> Any:
+            self.start()
+            return super().__await__()
+
+        def __anext__(self) -> Any:
+            self.start()
+            return super().__anext__()
+
+    OnDemandBody.__qualname__ = OnDemandBody.__name__ = f"OnDemand{body_class.__name__}"
+    _ON_DEMAND[body_class] = OnDemandBody
+    return OnDemandBody
 
 
 def _normalise_path(path: str, root_path: str) -> str:
@@ -169,22 +193,20 @@ class LeanHTTPConnection(ASGIHTTPConnection):
 
         def start_reading() -> None:
             nonlocal reader
-            reader = asyncio.ensure_future(self.handle_messages(request, receive))
-            reader.add_done_callback(reader_done)
+            if reader is None and state["answering"]:
+                reader = asyncio.ensure_future(self.handle_messages(request, receive))
+                reader.add_done_callback(reader_done)
 
         watch: asyncio.TimerHandle | None = None
         if _announces_no_body(self.scope):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                # Gone before the app ran: Quart's reader would end the
-                # request here, and the app would be cancelled unanswered.
-                return
-            if _take_first(request, message):
-                # Nothing more to read but the client's going away: that
-                # watch starts only if the answer takes a while.
-                watch = asyncio.get_running_loop().call_later(WATCH_AFTER, start_reading)
-            else:
-                start_reading()
+            # Read only when asked: the body when the app first reads it, the
+            # client's going away once the answer takes a while.
+            limit = self.app.config["MAX_CONTENT_LENGTH"]
+            kind: type[Any] = type(request.body)
+            body = _on_demand(kind)(request.content_length, limit)
+            body.start = start_reading
+            request.body = body
+            watch = asyncio.get_running_loop().call_later(WATCH_AFTER, start_reading)
         else:
             start_reading()
         try:
@@ -202,6 +224,10 @@ class LeanHTTPConnection(ASGIHTTPConnection):
             state["answering"] = False
             if watch is not None:
                 watch.cancel()
+            if reader is None:
+                # Never read: the body a server sends for such a request is
+                # empty, and code that reads it later must not wait for it.
+                request.body.set_complete()
             if state["cut"]:
                 task.uncancel()
             if reader is not None:
