@@ -126,8 +126,9 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 def _announces_no_body(scope: Any) -> bool:
     """True for an HTTP/1 request with neither a ``Content-Length`` above 0 nor chunks.
 
-    Such a request has no body (RFC 9112, 6.3); over HTTP/2 a body needs no
-    length header, so there the answer is always False.
+    A server delivers no body for such a request (RFC 9112, 6.3), though
+    Quart's test client may; over HTTP/2 a body needs no length header, so
+    there the answer is always False.
     """
     if scope.get("http_version") not in ("1.1", "1.0"):
         return False
