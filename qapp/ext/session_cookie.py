@@ -120,6 +120,11 @@ class StoreSessionInterface(SessionInterface):
 def install(app: Quart) -> None:
     """Keep ``app``'s sessions in its session store; cookies HttpOnly and SameSite=Lax.
 
+    The session is read before each request and each websocket: a websocket
+    handler sees what its handshake's cookie names, as with Quart's own
+    sessions. As with those, a change a websocket handler makes to the dict
+    is not saved at its end: a websocket has no answer to set a cookie on.
+
     Quart's ``SESSION_COOKIE_*`` keys apply; ``SESSION_COOKIE_SECURE`` marks
     the cookie Secure for HTTPS.
     """
@@ -127,6 +132,7 @@ def install(app: Quart) -> None:
     app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     app.session_interface = StoreSessionInterface()  # type: ignore[assignment]
 
+    @app.before_websocket
     @app.before_request
     async def load_session() -> None:
         # Only a cookie with a good signature costs a store read.

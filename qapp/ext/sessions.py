@@ -31,7 +31,9 @@ Rules:
   the store (on logout), so a replayed cookie is dead.
 
 The cookie itself is :mod:`qapp.ext.session_cookie`'s. The store is read in
-a ``before_request`` hook, not in ``open_session``:
+a ``before_request`` hook (and a ``before_websocket`` one, so that a
+websocket handler sees the session its handshake's cookie names), not in
+``open_session``:
 Quart opens the session before its error handlers apply, so a store that is
 down would there be a bare 500. If the store is down the hook leaves the
 session unloaded, and only routes that need it fail, with the usual JSON 503,
@@ -48,7 +50,7 @@ import time
 from typing import Any, cast
 
 from quart import session as quart_session
-from quart.globals import request_ctx
+from quart.globals import request_ctx, websocket_ctx
 from quart.sessions import SecureCookieSession
 
 from qapp.ext import ratelimit
@@ -61,6 +63,7 @@ __all__ = [
     "SALT",
     "USER_KEY",
     "ServerSession",
+    "context_session",
     "current",
     "session",
 ]
@@ -310,9 +313,19 @@ class ServerSession(SecureCookieSession):
 session = cast(ServerSession, quart_session)
 
 
+def context_session() -> Any:
+    """The session Quart opened for the current request or websocket, whatever its kind."""
+    try:
+        return request_ctx.session
+    except RuntimeError:
+        # Not in a request: a websocket has a session of its own, opened
+        # from the cookies of its handshake (else this raises in turn).
+        return websocket_ctx.session
+
+
 def current() -> ServerSession:
-    """The current request's session."""
-    session = request_ctx.session
+    """The current request's (or websocket's) session."""
+    session = context_session()
     if not isinstance(session, ServerSession):
         raise RuntimeError("server-side sessions are not installed on this app: Qapp(app)")
     return session

@@ -19,12 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from quart import Quart, Response, g
-from quart.globals import request_ctx
 from werkzeug.exceptions import Unauthorized
 
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
-from qapp.ext.sessions import USER_KEY, ServerSession, current
+from qapp.ext.sessions import USER_KEY, ServerSession, context_session, current
 from qapp.state import StoreUnavailable
 
 __all__ = ["USER_KEY", "LoginRequired", "login_required", "login_user", "logout_user"]
@@ -51,16 +50,17 @@ async def _session_user() -> Any:
 
 
 def install(app: Quart) -> None:
-    """Fill ``g.user`` at the start of every request of ``app``; answer 401 as JSON."""
+    """Fill ``g.user`` at the start of every request and websocket of ``app``; 401 as JSON."""
 
     @app.errorhandler(LoginRequired)
     async def unauthorized(exc: LoginRequired) -> Response:
         return error_response(401, "unauthorized", exc.description or "log in first")
 
+    @app.before_websocket
     @app.before_request
     async def load_user() -> None:
         g.user = None
-        session = request_ctx.session
+        session = context_session()
         if isinstance(session, ServerSession) and session.sid is None and session.candidate is None:
             # No session, so nobody logged in: no loader call, no store read.
             return
