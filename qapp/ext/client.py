@@ -31,7 +31,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from quart import request
+from quart import has_websocket_context, request, websocket
+from quart.wrappers import BaseRequestWebsocket
 
 from qapp.ext.context import state_of
 from qapp.state import ConfigurationError
@@ -130,9 +131,14 @@ def _valid_port(text: str) -> bool:
     return _PORT.fullmatch(text) is not None and int(text) <= 65535
 
 
+def _connection() -> BaseRequestWebsocket:
+    """The current request, or the current websocket's handshake."""
+    return websocket if has_websocket_context() else request
+
+
 def _peer() -> Address | None:
     """The connection's own peer address, or None (a Unix socket, a test client without one)."""
-    peer = request.remote_addr
+    peer = _connection().remote_addr
     if not peer:
         return None
     try:
@@ -145,7 +151,7 @@ def _hops() -> list[str]:
     """Every ``X-Forwarded-For`` hop, left to right, over all of the header's lines in order."""
     return [
         hop.strip()
-        for line in request.headers.getlist("X-Forwarded-For")
+        for line in _connection().headers.getlist("X-Forwarded-For")
         for hop in line.split(",")
         if hop.strip()
     ]
@@ -182,7 +188,7 @@ def client_address() -> str:
     """
     address = client_ip()
     if address is None:
-        return request.remote_addr or "unknown"
+        return _connection().remote_addr or "unknown"
     return str(address)
 
 
@@ -194,7 +200,7 @@ def client_key() -> str:
     """
     address = client_ip()
     if address is None:
-        return request.remote_addr or "unknown"
+        return _connection().remote_addr or "unknown"
     if isinstance(address, ipaddress.IPv6Address):
         bits: int = state_of().ipv6_prefix
         return str(ipaddress.IPv6Network((int(address), bits), strict=False))
