@@ -67,6 +67,7 @@ import asyncpg
 import asyncpg.exceptions
 
 from qapp.store.backends.base import SharedStore
+from qapp.store.backends.postgres_keys import PostgresKeys
 from qapp.store.backends.postgres_sql import (
     ADD,
     DELETE,
@@ -208,7 +209,7 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-class PostgresStore(SharedStore):
+class PostgresStore(PostgresKeys, SharedStore):
     """A store in one PostgreSQL database, shared by every worker on every host."""
 
     scheme = "postgresql"

@@ -136,3 +136,45 @@ RETURNING 1
 """
 
 NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1)"
+
+# --- ttl, many keys, prefix scans (qapp.store.backends.postgres_keys) -----------
+
+# NULL for a live key without expiry; no row for a missing or expired one.
+TTL = f"""
+SELECT EXTRACT(EPOCH FROM qapp_kv.expires_at - {_NOW})::float8 FROM qapp_kv
+WHERE key = $1 AND {_LIVE}
+"""
+GET_MANY = f"SELECT key, value::text FROM qapp_kv WHERE key = ANY($1::bytea[]) AND {_LIVE}"
+SET_MANY = f"""
+INSERT INTO qapp_kv (key, value, expires_at)
+SELECT pair.key, pair.value::json, {_EXPIRES}
+FROM unnest($1::bytea[], $2::text[]) AS pair (key, value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Keyset pages of the keys in [$1, $2), or [$1, ∞) for the *_ALL forms: each
+# reads at most the LIMIT rows of the primary key's index, expired ones
+# included (and skipped by the caller), so no statement's work grows with
+# the table.
+SCAN = f"""
+SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
+"""
+SCAN_ALL = f"SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2"
+# The first LIMIT keys of the range, deleted: how many went, and how many lived.
+CLEAR = f"""
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key IN (
+        SELECT key FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
+    )
+    RETURNING {_LIVE} AS live
+)
+SELECT count(*), count(*) FILTER (WHERE live) FROM gone
+"""
+CLEAR_ALL = f"""
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key IN (
+        SELECT key FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2
+    )
+    RETURNING {_LIVE} AS live
+)
+SELECT count(*), count(*) FILTER (WHERE live) FROM gone
+"""

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from qapp.store.backends.base import SharedStore
+from qapp.store.backends.sqlite_keys import SQLiteKeys
 from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
 from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
@@ -171,7 +172,7 @@ def make_instance_folder(url: str, instance: Path) -> None:
         instance.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-class SQLiteStore(SharedStore):
+class SQLiteStore(SQLiteKeys, SharedStore):
     """A store in one SQLite file, shared by every process that opens it."""
 
     scheme = "sqlite"
