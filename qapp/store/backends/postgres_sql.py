@@ -12,8 +12,6 @@ from __future__ import annotations
 SCHEMA_LOCK = 0x71617070  # "qapp"
 #: The channel that carries every notification of the database (see Wakeups).
 WAKEUP_CHANNEL = "qapp_wakeup"
-#: The most expired rows one sweep deletes.
-SWEEP_LIMIT = 10_000
 
 SCHEMA_PRESENT = """
 SELECT to_regclass('qapp_kv') IS NOT NULL
@@ -88,14 +86,19 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE {_DEAD} OR {_INTEGER}
 RETURNING value::text::int8
 """
-# Bounded, and skipping rows a writer holds, so a sweep never stalls writers
-# for long; the predicate is checked again on the row it deletes. Lock rows
-# are never swept: each keeps its lock's fence (see UNLOCK).
+# One batch of the sweep: at most $1 rows, skipping rows a writer holds, so
+# it never stalls writers for long; the predicate is checked again on the
+# row it deletes. It answers how many rows went. Lock rows are never swept:
+# each keeps its lock's fence (see UNLOCK).
 SWEEP = f"""
-DELETE FROM qapp_kv WHERE key IN (
-    SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
-    LIMIT {SWEEP_LIMIT} FOR UPDATE SKIP LOCKED
-) AND {_DEAD}
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key IN (
+        SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
+        LIMIT $1 FOR UPDATE SKIP LOCKED
+    ) AND {_DEAD}
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 # Taking the lock issues its next fencing token in the same statement. On a
 # conflict PostgreSQL locks the row and evaluates WHERE and SET on its latest
