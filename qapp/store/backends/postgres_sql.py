@@ -88,14 +88,16 @@ RETURNING value::text::int8
 """
 # One batch of the sweep: at most $1 rows, skipping rows a writer holds, so
 # it never stalls writers for long; the predicate is checked again on the
-# row it deletes. It answers how many rows went. Lock rows are never swept:
-# each keeps its lock's fence (see UNLOCK).
+# row it deletes. It answers how many rows went. The keys are gathered into
+# an array first, so that the rows are found by the primary key: with
+# "key IN (subquery)" the planner may hash-join a scan of the whole table.
+# Lock rows are never swept: each keeps its lock's fence (see UNLOCK).
 SWEEP = f"""
 WITH gone AS (
-    DELETE FROM qapp_kv WHERE key IN (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
         SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
         LIMIT $1 FOR UPDATE SKIP LOCKED
-    ) AND {_DEAD}
+    )) AND {_DEAD}
     RETURNING 1
 )
 SELECT count(*) FROM gone
@@ -162,21 +164,22 @@ SCAN = f"""
 SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
 """
 SCAN_ALL = f"SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2"
-# The first LIMIT keys of the range, deleted: how many went, and how many lived.
+# The first LIMIT keys of the range, deleted: how many went, and how many
+# lived. An array of keys, as in SWEEP, so that they are found by the index.
 CLEAR = f"""
 WITH gone AS (
-    DELETE FROM qapp_kv WHERE key IN (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
         SELECT key FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
-    )
+    ))
     RETURNING {_LIVE} AS live
 )
 SELECT count(*), count(*) FILTER (WHERE live) FROM gone
 """
 CLEAR_ALL = f"""
 WITH gone AS (
-    DELETE FROM qapp_kv WHERE key IN (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
         SELECT key FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2
-    )
+    ))
     RETURNING {_LIVE} AS live
 )
 SELECT count(*), count(*) FILTER (WHERE live) FROM gone
