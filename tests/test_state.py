@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from pathlib import Path
 
 import pytest
 
@@ -276,24 +275,6 @@ async def test_memory_store_rewrite_makes_entry_young() -> None:
     await store.set("c", 4)
     assert await store.get("b") is None
     assert await store.get("a") == 3
-
-
-async def test_failed_sweep_does_not_fail_a_committed_write(tmp_path: Path) -> None:
-    """A write whose statement committed is reported as done even if the expiry sweep after
-    it fails: a caller told otherwise would retry and count twice."""
-    from qapp.store.backends import sqlite as backend
-
-    store = await open_store(f"sqlite://{tmp_path / 'q.db'}")
-    try:
-        original = backend.SWEEP
-        backend.SWEEP = "DELETE FROM no_such_table"
-        try:
-            assert await store.incr("c") == 1
-        finally:
-            backend.SWEEP = original
-        assert await store.get("c") == 1
-    finally:
-        await store.close()
 
 
 async def test_memory_url_sets_the_bound() -> None:

@@ -1,11 +1,11 @@
 """The conformance suite (tests/test_state.py) and fencing, on Redis Sentinel and Redis Cluster.
 
-The classes are those of tests/test_state.py and tests/test_fencing.py;
-only the ``store_url`` they get differs: a master with two replicas behind
-three sentinels, and a cluster of three masters with a replica each, each
-started once for this module. Plus what is particular to these two: URLs,
-hash tags on Cluster, durable writes, and a fenced holder paused past its
-lease on Cluster.
+The classes are those of tests/test_state.py, tests/test_state_keyspace.py
+and tests/test_fencing.py; only the ``store_url`` they get differs: a master
+with two replicas behind three sentinels, and a cluster of three masters
+with a replica each, each started once for this module. Plus what is
+particular to these two: URLs, hash tags on Cluster, durable writes, scans
+of every master, and a fenced holder paused past its lease on Cluster.
 """
 
 from __future__ import annotations
@@ -28,15 +28,20 @@ from tests.test_state import (
     TestValues,
     test_namespaces_do_not_collide,
 )
+from tests.test_state_keyspace import TestClear, TestMany, TestScan, TestTTLLeft
 from tests.topology_fixtures import cluster_url, redis_cluster, redis_sentinel, sentinel_url
 
 __all__ = [
     "TestAdd",
+    "TestClear",
     "TestDelete",
     "TestFencing",
     "TestIncr",
     "TestLock",
+    "TestMany",
+    "TestScan",
     "TestTTL",
+    "TestTTLLeft",
     "TestValues",
     "cluster_url",
     "redis_cluster",
@@ -112,6 +117,36 @@ async def test_durable_writes_wait_for_a_replica(
         with pytest.raises(StoreUnavailable, match="replica"):
             await store.incr("n")
         assert await store.get("n") == 2  # it ran on the master; only its answer was withheld
+
+
+async def test_cluster_scan_and_clear_reach_every_master(redis_cluster: RedisCluster) -> None:
+    """Keys that set_many spread over every master are all scanned, then all cleared."""
+    keys = [f"k{n}" for n in range(300)]
+    masters = {redis_cluster.master_of(f"qapp:k:{{{key}}}").port for key in keys}
+    assert len(masters) == redis_cluster.masters
+    async with await open_store(redis_cluster.url) as store:
+        await store.set_many(dict.fromkeys(keys, 1))
+        assert sorted({key async for key in store.scan("k", batch=10)}) == sorted(keys)
+        assert await store.clear("k") == len(keys)
+        assert await store.get_many(keys) == {}
+    redis_cluster.flushall()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_durable_many_keys_wait_for_a_replica(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """With wait_replicas=1 set_many and clear succeed while a replica confirms; asking for more
+    replicas than exist fails them with StoreUnavailable."""
+    url: str = request.getfixturevalue(f"{topology}_url")
+    async with await open_store(url + "?wait_replicas=1&wait_timeout=1") as store:
+        await store.set_many({f"k{n}": n for n in range(50)}, ttl=60)
+        assert await store.clear("k") == 50
+    async with await open_store(url + "?wait_replicas=5&wait_timeout=0.05") as store:
+        with pytest.raises(StoreUnavailable, match="replica"):
+            await store.set_many({"a": 1, "b": 2})
+        with pytest.raises(StoreUnavailable, match="replica"):
+            await store.clear("")
 
 
 async def test_holder_paused_past_its_lease_never_overwrites_on_cluster(cluster_url: str) -> None:

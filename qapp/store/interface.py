@@ -10,13 +10,27 @@ import abc
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
 from qapp.store.lease import Lease, Wakeup
 from qapp.store.values import JSONValue, Scope
 
-__all__ = ["NAMESPACE_PATTERN", "Namespace", "Store", "check_namespace"]
+__all__ = [
+    "MAX_SCAN_BATCH",
+    "NAMESPACE_PATTERN",
+    "SCAN_BATCH",
+    "Namespace",
+    "Store",
+    "check_batch",
+    "check_namespace",
+    "check_prefix",
+]
+
+#: Keys a prefix scan reads (and a clear deletes) per round trip unless told otherwise.
+SCAN_BATCH = 500
+#: The largest batch a scan may ask for: one round trip's work stays small.
+MAX_SCAN_BATCH = 10_000
 
 
 class Store(abc.ABC):
@@ -26,6 +40,11 @@ class Store(abc.ABC):
     :meth:`connect` and :meth:`close` yourself. Every backend connects lazily
     too, so a store whose server is down at startup starts working as soon
     as the server is back.
+
+    What a key's absence looks like, everywhere: :meth:`get` says None,
+    :meth:`get_many` leaves the key out of its dict, and :meth:`ttl` says
+    None too, while a key that never expires has a ttl of ``math.inf``. An
+    expired key is absent, and is never yielded by :meth:`scan`.
     """
 
     #: The URL scheme that selects this backend.
@@ -98,6 +117,63 @@ class Store(abc.ABC):
         increment creates the key, so a window counter expires ``ttl`` seconds
         after its first increment.
         """
+
+    @abc.abstractmethod
+    async def ttl(self, key: str) -> float | None:
+        """Seconds ``key`` has left to live, fractions kept; ``math.inf`` if it never expires.
+
+        None if the key is absent or expired: the same None :meth:`get` gives.
+        """
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
+        """The live keys among ``keys``, with their values, in one round trip.
+
+        A key that is absent or expired is left out of the dict, so a key that
+        holds JSON ``null`` (in it, as None) is told apart from a missing one.
+        On Redis Cluster the keys are read one slot at a time, concurrently.
+        """
+
+    @abc.abstractmethod
+    async def set_many(self, mapping: Mapping[str, JSONValue], ttl: float | None = None) -> None:
+        """:meth:`set` every key of ``mapping``, each with ``ttl``, in one round trip.
+
+        Every value is checked before anything is written, so a value that
+        is not JSON stores nothing. The writes are one atomic step on every
+        backend but Redis Cluster, where they are one per slot.
+        """
+
+    @abc.abstractmethod
+    def scan(self, prefix: str = "", *, batch: int = SCAN_BATCH) -> AsyncIterator[str]:
+        """Yield every live key that starts with ``prefix``, reading ``batch`` keys at a time.
+
+        ``async for key in store.scan("user:")``. Each round trip does a
+        bounded amount of work and nothing is held between them, so a scan
+        of millions of keys never stalls the store, and leaving the loop
+        early leaves nothing behind. A key that lives through the whole scan
+        is yielded; one written or deleted meanwhile may or may not be. The
+        order is the keys' on SQLite, PostgreSQL and memory (a snapshot
+        there), none on Redis, where a key may also come twice if the server
+        resizes its table during the scan (``SCAN``'s own promise; Redis
+        Cluster scans every master).
+        """
+
+    async def clear(self, prefix: str = "") -> int:
+        """Delete every key that starts with ``prefix`` (every key, for ""); return how many lived.
+
+        It deletes ``batch`` keys at a time, as :meth:`scan` reads them, so
+        that clearing a big namespace never holds the store for long. Locks
+        are not keys, and stay. This default deletes one key at a time;
+        the backends delete a batch per round trip.
+        """
+        cleared = 0
+        keys: list[str] = []
+        async for key in self.scan(prefix):
+            keys.append(key)
+            if len(keys) >= SCAN_BATCH:
+                cleared += sum([await self.delete(each) for each in keys])
+                keys.clear()
+        return cleared + sum([await self.delete(each) for each in keys])
 
     @abc.abstractmethod
     def lock(
@@ -223,6 +299,22 @@ def check_namespace(name: str) -> str:
     return name
 
 
+def check_batch(batch: int) -> int:
+    """Return ``batch`` if it is a whole number of keys from 1 to :data:`MAX_SCAN_BATCH`."""
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"batch must be a whole number of keys, not {type(batch).__name__}")
+    if not 1 <= batch <= MAX_SCAN_BATCH:
+        raise ValueError(f"batch must be 1 to {MAX_SCAN_BATCH} keys, not {batch}")
+    return batch
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a string (the empty one matches every key)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"a prefix is a string, not {type(prefix).__name__}")
+    return prefix
+
+
 class Namespace(Store):
     """Keys and locks of ``store`` under one prefix: see :meth:`Store.namespace`."""
 
@@ -266,6 +358,25 @@ class Namespace(Store):
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         return await self.store.incr(self.prefix + key, delta, ttl=ttl)
+
+    async def ttl(self, key: str) -> float | None:
+        return await self.store.ttl(self.prefix + key)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
+        found = await self.store.get_many([self.prefix + key for key in keys])
+        cut = len(self.prefix)
+        return {key[cut:]: value for key, value in found.items()}
+
+    async def set_many(self, mapping: Mapping[str, JSONValue], ttl: float | None = None) -> None:
+        await self.store.set_many({self.prefix + key: value for key, value in mapping.items()}, ttl)
+
+    async def scan(self, prefix: str = "", *, batch: int = SCAN_BATCH) -> AsyncIterator[str]:
+        cut = len(self.prefix)
+        async for key in self.store.scan(self.prefix + check_prefix(prefix), batch=batch):
+            yield key[cut:]
+
+    async def clear(self, prefix: str = "") -> int:
+        return await self.store.clear(self.prefix + check_prefix(prefix))
 
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from qapp.testing.servers import REPO_CONFIG
-from qapp.tools import race_cmd
+from qapp.tools import race_cmd, store_cmd
 
 
 class CommandError(Exception):
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_vacuum.set_defaults(func=vacuum)
 
     race_cmd.add_parser(commands)
+    store_cmd.add_parser(commands)
     return parser
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from qapp.store.errors import ConfigurationError, InvalidValue, LockTimeout, StaleLease
-from qapp.store.interface import Store
+from qapp.store.interface import SCAN_BATCH, Store, check_batch, check_prefix
 from qapp.store.lease import Lease
 from qapp.store.values import JSONValue, check_delta, check_ttl, dumps, lease_and_wait, loads
 
@@ -153,6 +154,33 @@ class MemoryStore(Store):
         bucket = self._bucket(key)
         bucket[key] = (str(value), bucket[key][1])
         return value
+
+    async def ttl(self, key: str) -> float | None:
+        if self._live(key) is None:
+            return None
+        expires = self._bucket(key)[key][1]
+        return math.inf if expires is None else expires - self._now()
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, JSONValue]:
+        found = {key: self._live(key) for key in keys}
+        return {key: loads(raw) for key, raw in found.items() if raw is not None}
+
+    async def set_many(self, mapping: Mapping[str, JSONValue], ttl: float | None = None) -> None:
+        # Every value encoded before the first is written: all or nothing.
+        encoded, ttl = {key: dumps(value) for key, value in mapping.items()}, check_ttl(ttl)
+        for key, raw in encoded.items():
+            self._put(key, raw, ttl)
+
+    async def scan(self, prefix: str = "", *, batch: int = SCAN_BATCH) -> AsyncIterator[str]:
+        prefix, _ = check_prefix(prefix), check_batch(batch)
+        # A snapshot: the loop over the buckets must not see them change.
+        keys = sorted(
+            key for bucket in self.buckets.values() for key in bucket if key.startswith(prefix)
+        )
+        for key in keys:
+            # Checked as it is yielded: a key that expired or went since is not.
+            if self._live(key) is not None:
+                yield key
 
     def lock(
         self, name: str, timeout: float = 5.0, *, wait: float | None = None

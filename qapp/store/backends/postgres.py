@@ -31,7 +31,8 @@ Why it is correct under many coroutines, processes and hosts:
 - Expiry is computed on the database server's clock
   (``statement_timestamp()``), so hosts whose clocks disagree still agree on
   what has expired. Expired rows are never returned, and writers sweep them
-  now and then in the background.
+  now and then in the background, a few hundred per statement
+  (:mod:`~qapp.store.backends.sweep`).
 - Values are JSON text in a ``json`` column, not ``jsonb``: ``json`` keeps the
   text exactly as :func:`~qapp.state.dumps` wrote it, so a read returns what
   ``loads(dumps(value))`` does. ``jsonb`` would reorder an object's keys,
@@ -67,6 +68,7 @@ import asyncpg
 import asyncpg.exceptions
 
 from qapp.store.backends.base import SharedStore
+from qapp.store.backends.postgres_keys import PostgresKeys
 from qapp.store.backends.postgres_sql import (
     ADD,
     DELETE,
@@ -84,6 +86,7 @@ from qapp.store.backends.postgres_sql import (
     UNLOCK,
 )
 from qapp.store.backends.postgres_wakeups import Wakeups, payload
+from qapp.store.backends.sweep import SweepCounts, sweep_in_batches
 from qapp.store.errors import (
     ConfigurationError,
     InvalidValue,
@@ -208,7 +211,7 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-class PostgresStore(SharedStore):
+class PostgresStore(PostgresKeys, SharedStore):
     """A store in one PostgreSQL database, shared by every worker on every host."""
 
     scheme = "postgresql"
@@ -222,6 +225,8 @@ class PostgresStore(SharedStore):
         self._pooling = asyncio.Lock()
         self._next_sweep = 0.0
         self._sweeper: asyncio.Task[None] | None = None
+        #: What this store object's sweeps have deleted, and in how many statements.
+        self.sweeps = SweepCounts()
         # This worker's LISTEN connection, made by the first listener.
         self._wakeups: Wakeups | None = None
 
@@ -288,11 +293,25 @@ class PostgresStore(SharedStore):
         return rows
 
     async def _sweep(self) -> None:
+        this = asyncio.current_task()
+
+        def still_ours() -> bool:
+            return self._sweeper is this  # disconnect() stops it between batches
+
         # Best effort: reads filter expired rows anyway; the next sweep tries again.
         try:
-            await self._fetch(SWEEP)
+            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
         except StoreError as exc:
             log.warning("sweep of expired rows failed: %s", exc)
+
+    async def _sweep_batch(self, batch: int) -> int:
+        rows = await self._fetch(SWEEP, batch)
+        deleted: int = rows[0][0]
+        return deleted
+
+    async def sweep(self) -> int:
+        """Delete every expired row now, a batch per statement; return how many went."""
+        return await sweep_in_batches(self._sweep_batch, self.sweeps)
 
     async def disconnect(self) -> None:
         wakeups, self._wakeups = self._wakeups, None

@@ -12,8 +12,6 @@ from __future__ import annotations
 SCHEMA_LOCK = 0x71617070  # "qapp"
 #: The channel that carries every notification of the database (see Wakeups).
 WAKEUP_CHANNEL = "qapp_wakeup"
-#: The most expired rows one sweep deletes.
-SWEEP_LIMIT = 10_000
 
 SCHEMA_PRESENT = """
 SELECT to_regclass('qapp_kv') IS NOT NULL
@@ -88,14 +86,21 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE {_DEAD} OR {_INTEGER}
 RETURNING value::text::int8
 """
-# Bounded, and skipping rows a writer holds, so a sweep never stalls writers
-# for long; the predicate is checked again on the row it deletes. Lock rows
-# are never swept: each keeps its lock's fence (see UNLOCK).
+# One batch of the sweep: at most $1 rows, skipping rows a writer holds, so
+# it never stalls writers for long; the predicate is checked again on the
+# row it deletes. It answers how many rows went. The keys are gathered into
+# an array first, so that the rows are found by the primary key: with
+# "key IN (subquery)" the planner may hash-join a scan of the whole table.
+# Lock rows are never swept: each keeps its lock's fence (see UNLOCK).
 SWEEP = f"""
-DELETE FROM qapp_kv WHERE key IN (
-    SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
-    LIMIT {SWEEP_LIMIT} FOR UPDATE SKIP LOCKED
-) AND {_DEAD}
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
+        SELECT key FROM qapp_kv WHERE expires_at <= {_NOW}
+        LIMIT $1 FOR UPDATE SKIP LOCKED
+    )) AND {_DEAD}
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 # Taking the lock issues its next fencing token in the same statement. On a
 # conflict PostgreSQL locks the row and evaluates WHERE and SET on its latest
@@ -136,3 +141,46 @@ RETURNING 1
 """
 
 NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1)"
+
+# --- ttl, many keys, prefix scans (qapp.store.backends.postgres_keys) -----------
+
+# NULL for a live key without expiry; no row for a missing or expired one.
+TTL = f"""
+SELECT EXTRACT(EPOCH FROM qapp_kv.expires_at - {_NOW})::float8 FROM qapp_kv
+WHERE key = $1 AND {_LIVE}
+"""
+GET_MANY = f"SELECT key, value::text FROM qapp_kv WHERE key = ANY($1::bytea[]) AND {_LIVE}"
+SET_MANY = f"""
+INSERT INTO qapp_kv (key, value, expires_at)
+SELECT pair.key, pair.value::json, {_EXPIRES}
+FROM unnest($1::bytea[], $2::text[]) AS pair (key, value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Keyset pages of the keys in [$1, $2), or [$1, ∞) for the *_ALL forms: each
+# reads at most the LIMIT rows of the primary key's index, expired ones
+# included (and skipped by the caller), so no statement's work grows with
+# the table.
+SCAN = f"""
+SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
+"""
+SCAN_ALL = f"SELECT key, {_LIVE} FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2"
+# The first LIMIT keys of the range, deleted: how many went, and how many
+# lived. An array of keys, as in SWEEP, so that they are found by the index.
+CLEAR = f"""
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
+        SELECT key FROM qapp_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3
+    ))
+    RETURNING {_LIVE} AS live
+)
+SELECT count(*), count(*) FILTER (WHERE live) FROM gone
+"""
+CLEAR_ALL = f"""
+WITH gone AS (
+    DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
+        SELECT key FROM qapp_kv WHERE key >= $1 ORDER BY key LIMIT $2
+    ))
+    RETURNING {_LIVE} AS live
+)
+SELECT count(*), count(*) FILTER (WHERE live) FROM gone
+"""

@@ -48,6 +48,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from qapp.store.backends.base import SharedStore
+from qapp.store.backends.redis_keys import RedisKeys
 from qapp.store.backends.redis_urls import Durability, check_client_url, split_durability
 from qapp.store.backends.redis_wakeups import Wakeups
 from qapp.store.errors import InvalidValue, StaleLease, StoreUnavailable
@@ -128,7 +129,7 @@ class _Client:
     waiters: asyncio.Semaphore
 
 
-class RedisStore(SharedStore):
+class RedisStore(RedisKeys, SharedStore):
     """A store in one Redis database, shared by every worker on every host."""
 
     scheme = "redis"

@@ -151,6 +151,28 @@ class ClusterStore(LocalWakeups, RedisStore):
                 raise step.result
         return steps[0].result, steps[1].result
 
+    # --- many keys and scans (qapp.store.backends.redis_keys) -------------------
+
+    def _slot_groups(self, stored: list[str]) -> list[list[str]]:
+        groups: dict[int, list[str]] = {}
+        for key in stored:
+            groups.setdefault(key_slot(key.encode()), []).append(key)
+        return list(groups.values())
+
+    async def _scan_targets(self) -> list[Any]:
+        async with self._command() as client:
+            cluster: RedisCluster = client.redis
+            await cluster.initialize()  # nothing to do unless a failure asked for it
+            return list(cluster.get_primaries())
+
+    async def _scan_page(
+        self, client: Any, target: Any, cursor: int, pattern: str, batch: int
+    ) -> tuple[int, list[str]]:
+        cursors, found = await client.redis.scan(
+            cursor=cursor, match=pattern, count=batch, target_nodes=target
+        )
+        return int(cursors[target.name]), list(found)
+
     @staticmethod
     async def _relearn(cluster: RedisCluster) -> None:
         """Read the layout again now; if no node answers, the next command will try."""

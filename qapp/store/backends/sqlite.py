@@ -19,7 +19,9 @@ Why it is correct under many coroutines and many processes:
   writer wait for the lock instead of failing with "database is locked".
 - Expiry uses the wall clock (``time.time``), the only clock that every
   process agrees on. Expired rows are filtered on every read and swept now
-  and then by writers.
+  and then: a writer starts the sweep in the background, and it deletes a
+  few hundred rows per statement however many have expired
+  (:mod:`~qapp.store.backends.sweep`), so it never holds the write lock long.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from qapp.store.backends.base import SharedStore
+from qapp.store.backends.sqlite_keys import SQLiteKeys
+from qapp.store.backends.sweep import SweepCounts, sweep_in_batches
 from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
 from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
@@ -98,7 +102,11 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE {_DEAD} OR json_type(qapp_kv.value) = 'integer'
 RETURNING value
 """
-SWEEP = f"DELETE FROM qapp_kv WHERE {_DEAD}"
+# One batch of the sweep: at most :batch expired rows, found by the expiry index.
+SWEEP = f"""
+DELETE FROM qapp_kv WHERE key IN (SELECT key FROM qapp_kv WHERE {_DEAD} LIMIT :batch)
+RETURNING 1
+"""
 # Taking the lock issues its next fencing token in the same statement.
 LOCK = """
 INSERT INTO qapp_locks (name, token, expires_at, fence) VALUES (:name, :token, :expires, 1)
@@ -171,7 +179,7 @@ def make_instance_folder(url: str, instance: Path) -> None:
         instance.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-class SQLiteStore(SharedStore):
+class SQLiteStore(SQLiteKeys, SharedStore):
     """A store in one SQLite file, shared by every process that opens it."""
 
     scheme = "sqlite"
@@ -184,6 +192,9 @@ class SQLiteStore(SharedStore):
         self._conn: aiosqlite.Connection | None = None
         self._connecting = asyncio.Lock()
         self._next_sweep = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+        #: What this store object's sweeps have deleted, and in how many statements.
+        self.sweeps = SweepCounts()
 
     async def _connection(self) -> aiosqlite.Connection:
         if self._conn is not None:
@@ -258,22 +269,45 @@ class SQLiteStore(SharedStore):
 
     async def _write(self, sql: str, params: dict[str, Any]) -> list[Any]:
         rows = await self._run(sql, params)
-        if params["now"] >= self._next_sweep:
+        if params["now"] >= self._next_sweep and (self._sweeper is None or self._sweeper.done()):
             self._next_sweep = params["now"] + SWEEP_INTERVAL
-            # Best effort: the write above is already committed, and a caller
-            # told it failed would retry it (and count twice). Reads filter
-            # expired rows anyway; the next sweep tries again.
-            try:
-                await self._run(SWEEP, {"now": params["now"]})
-                await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
-            except StoreUnavailable as exc:
-                log.warning("sweep of expired rows failed: %s", exc)
+            # In the background: this writer's answer waits for none of it.
+            self._sweeper = asyncio.create_task(self._sweep())
         return rows
+
+    async def _sweep(self) -> None:
+        """The sweep a writer starts: expired rows in batches, then free pages given back."""
+        this = asyncio.current_task()
+
+        def still_ours() -> bool:
+            return self._sweeper is this  # disconnect() stops it between batches
+
+        # Best effort, and never the writer's failure: its write is already
+        # committed, and a caller told it failed would retry it (and count
+        # twice). Reads filter expired rows anyway; the next sweep tries again.
+        try:
+            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
+            if still_ours():
+                await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
+        except StoreUnavailable as exc:
+            log.warning("sweep of expired rows failed: %s", exc)
+
+    async def _sweep_batch(self, batch: int) -> int:
+        return len(await self._run(SWEEP, {"now": time.time(), "batch": batch}))
+
+    async def sweep(self) -> int:
+        """Delete every expired row now, a batch per statement; return how many went."""
+        return await sweep_in_batches(self._sweep_batch, self.sweeps)
 
     async def connect(self) -> None:
         await self._connection()
 
     async def disconnect(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            # It stops after the statement in flight (see _sweep), before the
+            # connection it uses is closed.
+            await asyncio.gather(sweeper, return_exceptions=True)
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -286,7 +320,7 @@ class SQLiteStore(SharedStore):
         server stopped or quiet: ``qapp vacuum sqlite:///path.db``.
         """
         before = self.path.stat().st_size
-        await self._run(SWEEP, {"now": time.time()})
+        await self.sweep()
         await self._run("PRAGMA auto_vacuum = INCREMENTAL", {})
         await self._run("VACUUM", {})
         return before - self.path.stat().st_size
