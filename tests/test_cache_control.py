@@ -195,3 +195,22 @@ def test_decorated_method_on_the_class_is_the_cached_function(store: Store) -> N
 
     assert isinstance(Holder.__dict__["value"], Cached)
     assert Holder.value is Holder.__dict__["value"]
+
+
+async def test_clear_forgets_one_functions_values(store: Store) -> None:
+    """clear() forgets every value of one function and leaves another function's alone."""
+
+    @cached(store, ttl=60)
+    async def square(n: int) -> int:
+        return n * n
+
+    @cached(store, ttl=60)
+    async def cube(n: int) -> int:
+        return n**3
+
+    for n in range(5):
+        await square(n)
+        await cube(n)
+    assert await square.clear() == 5
+    assert (await square.get_with_info(2)).cached is False
+    assert (await cube.get_with_info(2)).cached is True

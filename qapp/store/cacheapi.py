@@ -45,6 +45,7 @@ class CachedFunction(Protocol):
     async def computations(self, *args: Any, **kwargs: Any) -> int: ...
     def key(self, *args: Any, **kwargs: Any) -> str: ...
     async def invalidate_tag(self, tag: str) -> None: ...
+    async def clear(self) -> int: ...
 
 
 class BoundCached:
@@ -74,3 +75,6 @@ class BoundCached:
 
     async def invalidate_tag(self, tag: str) -> None:
         await self.cached.invalidate_tag(tag)
+
+    async def clear(self) -> int:
+        return await self.cached.clear()

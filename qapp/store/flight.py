@@ -212,6 +212,18 @@ class Cached(Refresher, Generic[P, T]):
         store = self.store()
         return await store.delete("v:" + await self._tagged_key(store, args, kwargs))
 
+    async def clear(self) -> int:
+        """Forget every value of this function, on every host; return how many were kept.
+
+        A bounded, batched delete of its keys (:meth:`~qapp.state.Store.clear`;
+        on Redis Cluster, on every master). ``store.namespace("cached").clear()``
+        forgets every function's values in a namespace at once.
+        """
+        store = self.store()
+        values = await store.clear(f"v:{self.name}:")
+        await store.clear(f"n:{self.name}:")
+        return values
+
     async def computations(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """How many times the value of these arguments has been computed, by everyone."""
         store = self.store()
