@@ -404,7 +404,8 @@ def store_from_url(url: str) -> Store:
     """Build (but do not connect) the store for ``url``.
 
     Raises:
-        ConfigurationError: the URL is malformed or names no known backend.
+        ConfigurationError: the URL is malformed or names no known backend, or
+            the backend's driver is not installed (:class:`~qapp.extras.MissingExtra`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"store URL must look like scheme://..., got {url!r}")
@@ -416,7 +417,17 @@ def store_from_url(url: str) -> Store:
             f"unknown store scheme {scheme!r} in {redact(url)!r}; known: {known}"
         )
     module_name, _, class_name = target.partition(":")
-    cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # The backend's driver comes with an extra (qapp[redis], qapp[postgres]).
+        from qapp.extras import MissingExtra, extra_of
+
+        extra = extra_of(exc.name)
+        if extra is None:
+            raise
+        raise MissingExtra(f"the {scheme}:// store", extra) from None
+    cls: type[Store] = getattr(module, class_name)
     return cls(url)
 
 

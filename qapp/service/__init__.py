@@ -7,6 +7,12 @@ and :mod:`qapp.routes` is its URL map. It uses only the public names of
 
 from __future__ import annotations
 
+from qapp.extras import require
+
+# Before any module of the service imports pydantic or quart-schema: without
+# the extra, one line that names it rather than a traceback.
+require("service", "the demo service")
+
 import logging
 from collections.abc import Mapping
 from typing import Any

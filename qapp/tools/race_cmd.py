@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from qapp.extras import require
 from qapp.service.counters import STRATEGIES
 from qapp.testing import ServerError
 from qapp.tools import failover, race_lab
@@ -238,7 +239,10 @@ def race(args: argparse.Namespace) -> int:
         out = Console(width=120)
     err = Console(stderr=True)
     if args.failover:
+        require("redis", "--failover")
         return failover.command(args, out, err)
+    if args.spawn and "redis" in args.store:
+        require("redis", "--store redis (one of --spawn's defaults)")
     if not args.strategy and not args.lab:
         err.print("[bold red]qapp race:[/] nothing to race: --strategy none needs --lab")
         return 2
