@@ -60,6 +60,7 @@ from qapp.ext import cache, errors, fastpath, origin, ratelimit, session_cookie,
 from qapp.ext import metrics as metrics_route
 from qapp.ext.context import QappState, UserLoader, Users, state_of
 from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
+from qapp.extras import require
 from qapp.ratelimit import parse_limit
 from qapp.state import (
     ConfigurationError,
@@ -147,8 +148,12 @@ class Qapp:
         """Install on ``app``: URLs are checked now, connections are made per worker.
 
         Raises:
-            ConfigurationError: a store URL is malformed or names no known backend.
+            ConfigurationError: a store URL is malformed or names no known backend,
+                or a feature asked for is not installed (:class:`~qapp.extras.MissingExtra`).
         """
+        # Before anything is made (the instance folder, the secret key).
+        if metrics.wanted(_setting(app, metrics.ENV)):
+            require("metrics", "QAPP_METRICS (/metrics)")
         by_url: dict[str, Store] = {}
         stores: dict[str, Store] = {}
         for name, url in _urls(app, self._stores).items():

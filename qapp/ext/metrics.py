@@ -28,7 +28,6 @@ from quart import Quart, Response, request
 from qapp import metrics
 from qapp.ext.errors import error_response
 from qapp.ext.ratelimit import client_address
-from qapp.extras import require
 
 __all__ = ["PATH", "TOKEN_KEY", "install"]
 
@@ -64,7 +63,6 @@ def _allowed(token: str | None) -> Response | None:
 
 def install(app: Quart, token: str | None = None) -> None:
     """Count ``app``'s requests and store calls, and serve them at ``/metrics``."""
-    require("metrics", "QAPP_METRICS (/metrics)")
     metrics.enable()
     handle = app.handle_request
 

@@ -90,7 +90,7 @@ def settings(config: Config, *, h2c: bool = False) -> dict[str, Any]:
         GranianConfigError: ``config`` asks for what only hypercorn does.
         MissingExtra: granian is not installed (``qapp[fast]``).
     """
-    require("fast", "qapp serve --server granian")
+    require("fast", "--server granian")
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 

@@ -230,7 +230,7 @@ def _add_race(commands: Any) -> None:
 
 
 def _race_needs_lab(args: argparse.Namespace) -> int:
-    raise extras.MissingExtra("qapp race", "lab")
+    raise extras.MissingExtra("the race lab", "lab")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
