@@ -1,5 +1,5 @@
 """Shared fixtures: a real redis-server per test session, a SQLite file per test,
-and a ``store_url`` fixture parametrized over every backend.
+and a ``store_url`` fixture parametrized over every backend; and the ``fast`` tier.
 
 Adding a backend means adding one ``<name>_url`` fixture and its name to
 :data:`BACKENDS`.
@@ -21,6 +21,48 @@ from qapp.testing import HypercornServer, RedisServer
 from qapp.testing.postgres import PostgresServer
 
 BACKENDS = ["memory", "sqlite", "redis", "postgresql"]
+
+#: Modules of unit tests. Their tests that run on memory:// or SQLite and
+#: start no server process are the ``fast`` tier (``pytest -m fast``, under a
+#: minute): the same test on Redis or PostgreSQL is not in it.
+FAST_MODULES = frozenset(
+    {
+        "test_app",
+        "test_auth",
+        "test_cache",
+        "test_config",
+        "test_flight",
+        "test_keys",
+        "test_library",
+        "test_memo",
+        "test_packaging",
+        "test_page",
+        "test_race",
+        "test_race_counts",
+        "test_ratelimit",
+        "test_session_counter",
+        "test_sessions",
+        "test_state",
+        "test_state_failures",
+        "test_state_lock_cancel",
+        "test_validation",
+    }
+)
+#: Tests of those modules that wait on purpose (a lease, a TTL, a load held
+#: for seconds) or start processes: right where they are, but not quick.
+NOT_FAST = frozenset(
+    {
+        "test_secret_key_race_free_across_processes",
+        "test_failed_refresh_keeps_serving_the_stale_value",
+        "test_stale_value_answered_at_once_while_one_refresh_runs",
+        "test_steady_load_never_waits_and_refreshes_once_per_expiry",
+        "test_safe_strategies_count_exactly",
+        "test_anonymous_sessions_start_short_and_login_gives_the_full_ttl",
+    }
+)
+#: Fixtures that start a server process, and the backends that need one.
+SERVER_FIXTURES = frozenset({"redis_server", "postgres_server", "one_worker_server"})
+SERVER_BACKENDS = frozenset({"redis", "postgresql"})
 
 #: The abuse limits, off: for tests whose subject is something else and that
 #: send more from one address than one client may (every test client is
@@ -138,3 +180,22 @@ async def client(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
             yield c
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``fast`` each test of :data:`FAST_MODULES` that needs no server process and no wait."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if item.module is None or item.module.__name__.rpartition(".")[2] not in FAST_MODULES:
+            continue
+        if item.get_closest_marker("slow") or item.get_closest_marker("serial"):
+            continue
+        if item.originalname in NOT_FAST:
+            continue
+        if SERVER_FIXTURES & set(item.fixturenames):
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if any(params.get(name) in SERVER_BACKENDS for name in ("store_url", "shared_store_url")):
+            continue
+        item.add_marker(pytest.mark.fast)
