@@ -22,9 +22,10 @@ from qapp.testing.postgres import PostgresServer
 
 BACKENDS = ["memory", "sqlite", "redis", "postgresql"]
 
-#: Modules of unit tests. Their tests that run on memory:// or SQLite and
-#: start no server process are the ``fast`` tier (``pytest -m fast``, under a
-#: minute): the same test on Redis or PostgreSQL is not in it.
+#: Modules of unit tests. Their tests that start no server process are the
+#: ``fast`` tier (``pytest -m fast``, under a minute), each on one backend: a
+#: test run on every backend is in it once, on SQLite (on memory:// if it is
+#: about the memory store), and never on Redis or PostgreSQL.
 FAST_MODULES = frozenset(
     {
         "test_app",
@@ -60,9 +61,8 @@ NOT_FAST = frozenset(
         "test_anonymous_sessions_start_short_and_login_gives_the_full_ttl",
     }
 )
-#: Fixtures that start a server process, and the backends that need one.
+#: Fixtures that start a server process.
 SERVER_FIXTURES = frozenset({"redis_server", "postgres_server", "one_worker_server"})
-SERVER_BACKENDS = frozenset({"redis", "postgresql"})
 
 #: The abuse limits, off: for tests whose subject is something else and that
 #: send more from one address than one client may (every test client is
@@ -183,7 +183,7 @@ async def client(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``fast`` each test of :data:`FAST_MODULES` that needs no server process and no wait."""
+    """Mark ``fast`` the tests of :data:`FAST_MODULES` with no server process and no wait, once."""
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
@@ -196,6 +196,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SERVER_FIXTURES & set(item.fixturenames):
             continue
         params = item.callspec.params if hasattr(item, "callspec") else {}
-        if any(params.get(name) in SERVER_BACKENDS for name in ("store_url", "shared_store_url")):
+        backends = {params[name] for name in ("store_url", "shared_store_url") if name in params}
+        if backends and backends != {"memory" if "memory" in item.originalname else "sqlite"}:
             continue
         item.add_marker(pytest.mark.fast)
