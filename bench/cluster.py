@@ -29,7 +29,7 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
-from qapp.testing.topologies import RedisCluster
+from harness.topologies import RedisCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 

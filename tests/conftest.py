@@ -1,5 +1,5 @@
 """Shared fixtures: a real redis-server per test session, a SQLite file per test,
-and a ``store_url`` fixture parametrized over every backend.
+and a ``store_url`` fixture parametrized over every backend; and the ``fast`` tier.
 
 Adding a backend means adding one ``<name>_url`` fixture and its name to
 :data:`BACKENDS`.
@@ -21,6 +21,48 @@ from qapp.testing import HypercornServer, RedisServer
 from qapp.testing.postgres import PostgresServer
 
 BACKENDS = ["memory", "sqlite", "redis", "postgresql"]
+
+#: Modules of unit tests. Their tests that start no server process are the
+#: ``fast`` tier (``pytest -m fast``, under a minute), each on one backend: a
+#: test run on every backend is in it once, on SQLite (on memory:// if it is
+#: about the memory store), and never on Redis or PostgreSQL.
+FAST_MODULES = frozenset(
+    {
+        "test_app",
+        "test_auth",
+        "test_cache",
+        "test_config",
+        "test_flight",
+        "test_keys",
+        "test_library",
+        "test_memo",
+        "test_packaging",
+        "test_page",
+        "test_race",
+        "test_race_counts",
+        "test_ratelimit",
+        "test_session_counter",
+        "test_sessions",
+        "test_state",
+        "test_state_failures",
+        "test_state_lock_cancel",
+        "test_validation",
+    }
+)
+#: Tests of those modules that wait on purpose (a lease, a TTL, a load held
+#: for seconds) or start processes: right where they are, but not quick.
+NOT_FAST = frozenset(
+    {
+        "test_secret_key_race_free_across_processes",
+        "test_failed_refresh_keeps_serving_the_stale_value",
+        "test_stale_value_answered_at_once_while_one_refresh_runs",
+        "test_steady_load_never_waits_and_refreshes_once_per_expiry",
+        "test_safe_strategies_count_exactly",
+        "test_anonymous_sessions_start_short_and_login_gives_the_full_ttl",
+    }
+)
+#: Fixtures that start a server process.
+SERVER_FIXTURES = frozenset({"redis_server", "postgres_server", "one_worker_server"})
 
 #: The abuse limits, off: for tests whose subject is something else and that
 #: send more from one address than one client may (every test client is
@@ -139,3 +181,23 @@ async def client(app: Quart) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
             yield c
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``fast`` the tests of :data:`FAST_MODULES` with no server process and no wait, once."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if item.module is None or item.module.__name__.rpartition(".")[2] not in FAST_MODULES:
+            continue
+        if item.get_closest_marker("slow") or item.get_closest_marker("serial"):
+            continue
+        if item.originalname in NOT_FAST:
+            continue
+        if SERVER_FIXTURES & set(item.fixturenames):
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        backends = {params[name] for name in ("store_url", "shared_store_url") if name in params}
+        if backends and backends != {"memory" if "memory" in item.originalname else "sqlite"}:
+            continue
+        item.add_marker(pytest.mark.fast)

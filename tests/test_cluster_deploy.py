@@ -18,9 +18,9 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
+from harness.topologies import RedisCluster
 from qapp.state import open_store
 from qapp.testing import KEEPALIVE_EXPIRY, HypercornServer
-from qapp.testing.topologies import RedisCluster
 from tests.topology_fixtures import redis_cluster
 
 __all__ = ["redis_cluster"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from harness.netns import Link, NetnsError, Network
 from qapp.testing import HypercornServer, RedisServer
-from qapp.testing.netns import Link, NetnsError, Network
 from tests.loadgen import Answer, Load, http
 from tests.test_race_deploy import burst, by_worker
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.topologies import RedisSentinel
 from qapp.testing import HypercornServer
-from qapp.testing.topologies import RedisSentinel
 from qapp.tools.failover import MODES, REQUEST_TIMEOUT, FailoverRun, run_failover
 
 # 200 clients against 4 workers, a master, 2 replicas and 3 sentinels: on 2

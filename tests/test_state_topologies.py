@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 import redis
 
+from harness.topologies import RedisCluster, RedisSentinel
 from qapp.state import ConfigurationError, StoreUnavailable, open_store, store_from_url
 from qapp.store.backends.redis_cluster import ClusterStore
 from qapp.store.backends.redis_sentinel import SentinelStore
 from qapp.store.backends.redis_urls import Durability
-from qapp.testing.topologies import RedisCluster, RedisSentinel
 from tests.test_fencing import ROUNDS, TestFencing, paused_holder_rounds
 from tests.test_state import (
     TestAdd,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qapp.testing.topologies import RedisCluster, RedisSentinel
+from harness.topologies import RedisCluster, RedisSentinel
 
 __all__ = ["cluster_url", "redis_cluster", "redis_sentinel", "sentinel_url"]
 

@@ -31,6 +31,7 @@ from qapp.ext import settings as qapp_settings
 from qapp.ext.context import QappState, UserLoader, Users, state_of
 from qapp.state import ConfigurationError, Store, StoreUnavailable, redact, store_from_url
 from qapp.store import metrics
+from qapp.store.extras import require
 
 __all__ = ["Qapp"]
 
@@ -72,8 +73,12 @@ class Qapp:
         """Install on ``app``: URLs are checked now, connections are made per worker.
 
         Raises:
-            ConfigurationError: a store URL is malformed or names no known backend.
+            ConfigurationError: a store URL is malformed or names no known backend,
+                or a feature asked for is not installed (:class:`~qapp.store.extras.MissingExtra`).
         """
+        # Before anything is made (the instance folder, the secret key).
+        if qapp_settings.as_bool(qapp_settings.setting(app.config, "QAPP_METRICS")):
+            require("metrics", "QAPP_METRICS (/metrics)")
         found = qapp_settings.read(
             app, stores=self._stores, sessions=self._sessions, session_ttl=self._session_ttl
         )

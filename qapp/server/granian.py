@@ -47,6 +47,7 @@ from hypercorn.config import Config
 
 from qapp.server.framing import guard
 from qapp.server.worker import tune_gc
+from qapp.store.extras import require
 
 __all__ = ["GranianConfigError", "load_app", "loop_name", "serve", "settings"]
 
@@ -91,7 +92,13 @@ def _bind(config: Config) -> tuple[str, int]:
 
 
 def settings(config: Config, *, h2c: bool = False) -> dict[str, Any]:
-    """granian's ``Server`` arguments for ``config``; raises :class:`GranianConfigError`."""
+    """granian's ``Server`` arguments for ``config``.
+
+    Raises:
+        GranianConfigError: ``config`` asks for what only hypercorn does.
+        MissingExtra: granian is not installed (``qapp[fast]``).
+    """
+    require("fast", "--server granian")
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 

@@ -5,3 +5,11 @@ map and :func:`qapp.app.create_app` builds it (``qapp.asgi:app`` is the app
 that servers run). It uses only the public names of :mod:`qapp.state` and
 :mod:`qapp.ext`, as any app adopting the library would.
 """
+
+from __future__ import annotations
+
+from qapp.store.extras import require
+
+# Before any module of the service imports pydantic or quart-schema: without
+# the extra, one line that names it rather than a traceback.
+require("service", "the demo service")

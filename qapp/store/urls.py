@@ -10,6 +10,7 @@ import importlib
 from urllib.parse import urlsplit
 
 from qapp.store.errors import ConfigurationError
+from qapp.store.extras import MissingExtra, extra_of
 from qapp.store.interface import Store
 
 __all__ = ["BACKENDS", "open_store", "redact", "store_from_url"]
@@ -44,7 +45,8 @@ def store_from_url(url: str) -> Store:
     """Build (but do not connect) the store for ``url``.
 
     Raises:
-        ConfigurationError: the URL is malformed or names no known backend.
+        ConfigurationError: the URL is malformed or names no known backend, or
+            the backend's driver is not installed (:class:`~qapp.store.extras.MissingExtra`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"store URL must look like scheme://..., got {url!r}")
@@ -56,7 +58,15 @@ def store_from_url(url: str) -> Store:
             f"unknown store scheme {scheme!r} in {redact(url)!r}; known: {known}"
         )
     module_name, _, class_name = target.partition(":")
-    cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # The backend's driver comes with an extra (qapp[redis], qapp[postgres]).
+        extra = extra_of(exc.name)
+        if extra is None:
+            raise
+        raise MissingExtra(f"the {scheme}:// store", extra) from None
+    cls: type[Store] = getattr(module, class_name)
     return cls(url)
 
 

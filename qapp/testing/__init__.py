@@ -6,7 +6,8 @@
 - :class:`RedisServer` and :class:`PostgresServer` do the same for a
   throwaway redis-server or PostgreSQL (``initdb`` + ``pg_ctl``);
 - :func:`race` / :func:`fire` send a burst of concurrent requests and report
-  answers, distinct values, repeats, statuses and workers seen.
+  answers, distinct values, repeats, statuses and workers seen (with httpx:
+  the ``lab`` extra, ``pip install 'qapp[lab]'``; the servers need only the core).
 
 ::
 

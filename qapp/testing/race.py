@@ -14,6 +14,11 @@ returns a :class:`RaceReport`::
 
 Nothing here knows qapp's routes: ``value`` and ``worker`` pick the number
 and the answering worker (a pid, if the route tells) out of each JSON body.
+
+The requests go out with httpx, which the ``lab`` extra installs
+(``pip install 'qapp[lab]'``); without it, :func:`fire` and :func:`race`
+raise :class:`~qapp.store.extras.MissingExtra` and the rest of
+:mod:`qapp.testing` still imports.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from qapp.store.extras import require
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Answer", "RaceReport", "fire", "fresh_connections", "race"]
 
@@ -94,6 +102,10 @@ class RaceReport:
         return {a.worker for a in self.ok if a.worker is not None}
 
 
+def _need_httpx() -> None:
+    require("lab", "race() and fire() of qapp.testing", "httpx")
+
+
 def fresh_connections(
     concurrency: int, timeout: float = 90.0, *, keep_cookies: bool = True
 ) -> httpx.AsyncClient:
@@ -104,6 +116,9 @@ def fresh_connections(
     ``keep_cookies=False`` each request is a new client too: a cookie one
     answer sets is not sent with the next.
     """
+    _need_httpx()
+    import httpx
+
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     jar = None if keep_cookies else CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     return httpx.AsyncClient(
@@ -134,6 +149,9 @@ async def fire(
         client: an httpx client to use (default: :func:`fresh_connections`).
         on_answer: called after each answer, e.g. to advance a progress bar.
     """
+    _need_httpx()
+    import httpx
+
     sent = dict(headers or {})
     if cookies:
         # As a header: httpx deprecates cookies given per request.

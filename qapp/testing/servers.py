@@ -37,10 +37,6 @@ def loop_name() -> str:
     return granian_loop()
 
 
-#: The repository's server config, when qapp runs from a checkout.
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "hypercorn.toml"
-
-
 #: qapp's own service, as servers import it.
 SERVICE_APP = "qapp.asgi:app"
 
@@ -262,8 +258,9 @@ class HypercornServer(_Process):
     imported in ``cwd`` (default: the current folder). ``env`` is added to
     the current environment (``QAPP_STORE_URL`` and so on). The bind
     address, worker count and ``keep_alive`` (seconds an idle connection
-    stays open) given here override the config (qapp's ``hypercorn.toml``
-    by default). By default it runs ``qapp serve``: a worker that dies is
+    stays open) given here override the config: ``qapp serve``'s defaults
+    (:mod:`qapp.server.defaults`), or the hypercorn TOML file ``config``
+    names. By default it runs ``qapp serve``: a worker that dies is
     replaced, and each worker has its own listening socket.
     ``supervised=False`` runs plain ``hypercorn -c``. ``server="granian"``
     serves on granian instead: ``qapp serve --server granian``, or plain
@@ -300,7 +297,7 @@ class HypercornServer(_Process):
         self.workers = workers
         self.port = port or free_port()
         self.env = dict(env or {})
-        self.config = config or REPO_CONFIG
+        self.config = config
         self.app = app
         self.keep_alive = keep_alive
         self.supervised = supervised
@@ -322,7 +319,9 @@ class HypercornServer(_Process):
             options += ["--keep-alive", str(int(self.keep_alive))]
         if self.supervised:
             # `qapp serve`: the same config, with crashed workers replaced.
-            argv = [sys.executable, "-m", "qapp.tools.cli", "serve", "--config", str(self.config)]
+            argv = [sys.executable, "-m", "qapp.tools.cli", "serve"]
+            if self.config is not None:
+                argv += ["--config", str(self.config)]
             argv += [*options, "--app", self.app, "--server", self.server]
         elif self.server == "granian":
             argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1"]
@@ -332,9 +331,7 @@ class HypercornServer(_Process):
                 argv += ["--http1-header-read-timeout", str(int(self.keep_alive * 1000))]
             argv.append(self.app)
         else:
-            argv = [sys.executable, "-m", "hypercorn"]
-            if self.config.exists():
-                argv += ["--config", str(self.config)]
+            argv = [sys.executable, "-m", "hypercorn", "--config", str(self._hypercorn_config())]
             argv += [*options, self.app]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         # A restart has new workers: the pids seen before must not count.
@@ -344,6 +341,16 @@ class HypercornServer(_Process):
         self._wait_ready(self.healthy, timeout)
         self._wait_ready(self.all_workers_up if self.is_qapp else self.all_running, timeout)
         return self
+
+    def _hypercorn_config(self) -> Path:
+        """The file plain hypercorn reads: ``config``, or qapp serve's defaults written out."""
+        if self.config is not None:
+            return self.config
+        from qapp.server.defaults import toml_text
+
+        written = self.logdir / "hypercorn.toml"
+        written.write_text(toml_text())
+        return written
 
     def all_running(self) -> bool:
         """True once every worker has logged that it runs (hypercorn's "Running on")."""

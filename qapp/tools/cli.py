@@ -1,10 +1,9 @@
 """The qapp command: "qapp serve" runs an app, "qapp race" races the service's counters.
 
 A mistake a newcomer can make (a busy port, a bad store URL, an app that
-does not import) ends the command with one line that names it and exit
-status 1, found in the parent before any worker starts, never a page of
-tracebacks from every worker. An argument the parser refuses (``--workers
-0``) is one line too, with argparse's exit status 2.
+does not import, a feature whose extra is not installed) ends the command
+with one line that names it and exit status 1, found in the parent before
+any worker starts, never a page of tracebacks from every worker.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from qapp.testing.servers import REPO_CONFIG
-from qapp.tools import race_cmd, store_cmd
+from qapp.state import ConfigurationError
+from qapp.store import extras
+from qapp.tools import store_cmd
 
 
 class CommandError(Exception):
@@ -40,6 +41,8 @@ def _check_app(path: str) -> Any:
     module_name, _, attribute = path.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except extras.MissingExtra as exc:
+        raise CommandError(str(exc)) from None
     except QappError as exc:
         raise CommandError(f"configuration: {exc}") from None
     except ImportError as exc:
@@ -78,28 +81,20 @@ def _metrics_directory(app: Any) -> Path | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve an app under hypercorn (or granian), from a hypercorn TOML file if there is one.
+    """Serve an app under hypercorn (or granian): the package's defaults, or the file named.
 
     Unlike ``hypercorn -c …``, a worker that dies is replaced while the
     others keep serving (see :mod:`qapp.server.supervisor`, and
     :mod:`qapp.server.granian` for ``--server granian``).
     """
-    from hypercorn.config import Config
-
+    from qapp.server import defaults
     from qapp.server.checks import ServeConfigError, check_serving
     from qapp.server.listeners import AddressInUse, CannotBind, refuse_busy
     from qapp.server.supervisor import serve as supervise
     from qapp.server.worker import H2C_VARIABLE
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] %(message)s")
-    try:
-        config = Config.from_toml(args.config) if args.config.exists() else Config()
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read {args.config}: {exc}") from None
-    if not args.config.exists():
-        # What the repository's hypercorn.toml says, for an installed qapp.
-        config.include_server_header = False
-        config.workers = 4
+    config = defaults.load(args.config)
     config.application_path = args.app
     if args.bind:
         config.bind = [args.bind]
@@ -124,8 +119,6 @@ def serve(args: argparse.Namespace) -> int:
             granian.settings(config, h2c=args.h2c)
         except granian.GranianConfigError as exc:
             raise CommandError(str(exc)) from None
-        except ImportError:
-            raise CommandError("granian is not installed: pip install 'qapp[fast]'") from None
     counts: Path | None = None
     try:
         refuse_busy(config)  # first: a refused start leaves nothing behind
@@ -211,14 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         description='"qapp serve" runs an app under hypercorn workers; '
         '"qapp race" races the service\'s counters and counts what went wrong.',
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p_serve = commands.add_parser(
         "serve", help="serve an app (qapp's service by default) with hypercorn workers"
     )
-    default_config = REPO_CONFIG if REPO_CONFIG.exists() else Path("hypercorn.toml")
     p_serve.add_argument(
-        "--config", type=_config_file, default=default_config, help="hypercorn TOML"
+        "--config",
+        type=_config_file,
+        help="a hypercorn TOML file over the package's defaults (4 workers on 127.0.0.1:8000)",
     )
     p_serve.add_argument(
         "--app", default="qapp.asgi:app", help="the ASGI app, module:name (default: %(default)s)"
@@ -252,9 +247,40 @@ def build_parser() -> argparse.ArgumentParser:
     p_vacuum.add_argument("url", help="the store, sqlite:///path/to/qapp.db")
     p_vacuum.set_defaults(func=vacuum)
 
-    race_cmd.add_parser(commands)
+    _add_race(commands)
     store_cmd.add_parser(commands)
     return parser
+
+
+def version() -> str:
+    """qapp's version, as installed."""
+    try:
+        return importlib.metadata.version("qapp")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _add_race(commands: Any) -> None:
+    """Add ``qapp race``, or without the ``lab`` extra a stand-in that says how to get it."""
+    if extras.installed("lab"):
+        from qapp.tools import race_cmd
+
+        race_cmd.add_parser(commands)
+        return
+    # No option parsing of its own (no prefix characters): whatever follows
+    # ``race``, --help included, gets the one line.
+    stand_in = commands.add_parser(
+        "race",
+        help="race the service's counters (needs qapp[lab])",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    stand_in.add_argument("ignored", nargs="*")
+    stand_in.set_defaults(func=_race_needs_lab)
+
+
+def _race_needs_lab(args: argparse.Namespace) -> int:
+    raise extras.MissingExtra("the race lab", "lab")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
-    except CommandError as exc:
+    except (CommandError, ConfigurationError) as exc:
         print(f"qapp {args.command}: {exc}", file=sys.stderr)
         return 1
     return status

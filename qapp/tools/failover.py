@@ -37,14 +37,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from qapp.testing import KEEPALIVE_EXPIRY, HypercornServer, ServerError
-from qapp.testing.topologies import RedisSentinel
+
+if TYPE_CHECKING:
+    from qapp.tools.sentinel import RedisSentinel
 
 __all__ = ["MODES", "FailoverRun", "Reply", "command", "run_failover"]
 
@@ -195,6 +197,10 @@ def run_failover(
     say: Callable[[str], None] = lambda _: None,
 ) -> FailoverRun:
     """Start everything, run the failover in ``mode`` (plain or durable), stop everything."""
+    # Here, not at the top: the Sentinel's admin client is redis-py (qapp[redis]),
+    # which the rest of ``qapp race`` does without.
+    from qapp.tools.sentinel import RedisSentinel
+
     run = FailoverRun(mode, clients)
     with contextlib.ExitStack() as stack:
         topology = stack.enter_context(RedisSentinel(replicas=2, relay=True))

@@ -1,7 +1,7 @@
 """qapp race: fire concurrent increments at qapp and count what went wrong.
 
 Against a running server (--url) or against servers it starts itself
-(--spawn: hypercorn from the repository's hypercorn.toml for each
+(--spawn: qapp serve, with its defaults, for each
 combination of --workers and --store, and a redis-server of its own),
 it POSTs --requests increments per strategy, --concurrency at a time,
 each on a fresh connection so that the load spreads over the workers.

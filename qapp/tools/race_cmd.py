@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from qapp.service.counters import STRATEGIES
+from qapp.store.extras import require
 from qapp.testing import ServerError
 from qapp.tools import failover, race_lab
 from qapp.tools import race as lab
@@ -256,7 +257,10 @@ def race(args: argparse.Namespace) -> int:
     # soft_wrap: a message stays one line, however narrow the terminal or pipe.
     err = Console(stderr=True, soft_wrap=True)
     if args.failover:
+        require("redis", "--failover")
         return failover.command(args, out, err)
+    if args.spawn and "redis" in args.store:
+        require("redis", "--store redis (one of --spawn's defaults)")
     if not args.strategy and not args.lab:
         err.print("[bold red]qapp race:[/] nothing to race: --strategy none needs --lab")
         return 2

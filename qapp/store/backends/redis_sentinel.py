@@ -104,7 +104,9 @@ class SentinelStore(LocalWakeups, RedisStore):
         topology = self.topology
         size: int = topology.options.get("max_connections", POOL_OPTIONS["max_connections"])
         options = {**client_options(topology.options), **topology.credentials()}
-        self._sentinel = aiosentinel.Sentinel(topology.hosts, sentinel_kwargs=options)
+        self._sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+            topology.hosts, sentinel_kwargs=options
+        )
         # The pool does not wait for a free connection; the store's slots
         # (one per connection) make sure it never has to.
         client = self._sentinel.master_for(

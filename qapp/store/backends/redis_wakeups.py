@@ -97,7 +97,7 @@ class Wakeups(WakeupReader):
                 # A notification may have been missed: every listener looks again.
                 self._wake()
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in older redis-py
                     await client.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
