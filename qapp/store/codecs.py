@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from qapp.store.errors import ConfigurationError
+from qapp.store.extras import require
 from qapp.store.values import JSONValue, dumps, loads
 
 __all__ = ["Codec", "JSONCodec", "TypedCodec", "codec_for"]
@@ -112,12 +112,8 @@ def _converters(type_: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]
             lambda v: adapter.dump_python(v, mode="json"),
             lambda raw: adapter.validate_python(raw),
         )
-    try:
-        msgspec = importlib.import_module("msgspec")
-    except ModuleNotFoundError:
-        raise ConfigurationError(
-            "the typed codec needs the 'typed' extra: pip install 'qapp[typed]'"
-        ) from None
+    require("typed", "the typed codec")
+    msgspec = importlib.import_module("msgspec")
 
     def load(raw: Any) -> Any:
         try:

@@ -16,6 +16,7 @@ extra         installs                                        for
                                                               without ``--app``) and its ``/docs``
 ``lab``       httpx, rich (and ``service``)                   ``qapp race``; ``race()`` and
                                                               ``fire()`` of :mod:`qapp.testing`
+``typed``     msgspec                                         ``cached(..., codec="typed")``
 ``all``       every extra above
 ============  ==============================================  =====================================
 
@@ -48,6 +49,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "fast": ("granian",),
     "service": ("quart_schema", "pydantic", "swagger_ui"),
     "lab": ("httpx", "rich", "quart_schema", "pydantic", "swagger_ui"),
+    "typed": ("msgspec",),
 }
 
 
