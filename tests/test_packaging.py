@@ -116,10 +116,12 @@ def test_a_named_file_that_is_missing_or_not_toml_is_refused(
 
 
 def test_serve_with_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
-    """qapp serve --config naming no file exits 1 with one line that names the file."""
+    """qapp serve --config naming no file is one line that names the file, as argparse exits."""
     done = run_without([], "serve", "--config", "nope.toml", cwd=tmp_path)
-    assert done.returncode == 1
-    assert one_line(done.stderr) == "qapp serve: no config file 'nope.toml'"
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (
+        "qapp serve: argument --config: no such file: 'nope.toml' (see qapp serve --help)"
+    )
 
 
 def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
