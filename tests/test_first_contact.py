@@ -22,6 +22,7 @@ import pytest
 from qapp import create_app
 from qapp.state import ConfigurationError, store_from_url
 from qapp.testing import HypercornServer, free_port
+from tests.oneline import one_line
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +40,6 @@ def qapp(
         cwd=cwd,
         check=False,
     )
-
-
-def one_line(stderr: str) -> str:
-    """The only line a failed command printed; fails if there was more, or a traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("server_kind", ["hypercorn", "granian"])

@@ -24,6 +24,7 @@ from qapp.server import defaults
 from qapp.state import ConfigurationError
 from qapp.store.extras import EXTRAS, MissingExtra, extra_of, installed, require
 from qapp.testing import free_port
+from tests.oneline import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -66,14 +67,6 @@ def run_without(
         env={**os.environ, **(env or {})},
         check=False,
     )
-
-
-def one_line(stderr: str) -> str:
-    """The only line a failed command printed; fails if there was more, or a traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 # --- the serving defaults ---------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from qapp.state import open_store
 from qapp.testing import free_port
+from tests.oneline import one_line
 
 
 def qapp_store(*args: str) -> subprocess.CompletedProcess[str]:
@@ -27,14 +28,6 @@ def qapp_store(*args: str) -> subprocess.CompletedProcess[str]:
         env=dict(os.environ),
         check=False,
     )
-
-
-def one_line(stderr: str) -> str:
-    """The only line a command printed on stderr; fails if there was more, or a traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.fixture
