@@ -12,7 +12,8 @@ in each worker of a real server.
 - ``GET /own`` has its own limit, 5 a minute, instead of the default;
 - ``GET /bp/free`` is in a blueprint exempt from the default limit;
 - ``GET /lenient`` allows 1 a minute and lets requests in when the store is down;
-- ``GET /strict`` allows 1 a minute and answers 503 when the store is down.
+- ``GET /strict`` allows 1 a minute and answers 503 when the store is down;
+- ``GET /refunded`` counts 1 a minute and 2 an hour, then gives the request back.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from quart import Blueprint, Quart
 
-from qapp.ext import Qapp, rate_limit, rate_limit_exempt
+from qapp.ext import Qapp, check_rate_limit, rate_limit, rate_limit_exempt, refund_rate_limit
 
 __all__ = ["create_app"]
 
@@ -79,6 +80,12 @@ def create_app(instance: Path | str, config: Mapping[str, Any] | None = None) ->
     @rate_limit("1/minute")
     async def strict() -> dict[str, bool]:
         return {"ok": True}
+
+    @app.get("/refunded")
+    async def refunded() -> dict[str, int]:
+        verdict = await check_rate_limit("1/minute;2/hour", "everyone", scope="refunded")
+        await refund_rate_limit(verdict)
+        return {"remaining": verdict.remaining}
 
     blueprint = Blueprint("bp", __name__, url_prefix="/bp")
 

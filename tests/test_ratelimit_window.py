@@ -228,6 +228,14 @@ async def test_headers_follow_the_ratelimit_draft(get: Get) -> None:
     assert abs(int(refused.headers["Retry-After"]) - wait) <= 1
 
 
+async def test_a_refund_gives_back_every_limit_of_a_check(get: Get) -> None:
+    """A check of two sliding limits, refunded each time: the budget of both stays whole."""
+    answers = [await get("/refunded") for _ in range(4)]
+    assert [a.status for a in answers] == [200] * 4
+    assert [a.body["remaining"] for a in answers] == [0] * 4
+    assert answers[-1].headers["RateLimit-Policy"] == '"1/60s";q=1;w=60, "2/3600s";q=2;w=3600'
+
+
 async def test_no_default_limit_unless_configured(get: Get) -> None:
     """Without QAPP_RATELIMIT_DEFAULT a route with no limit of its own is not limited."""
     answers = [await get("/open") for _ in range(5)]
