@@ -179,7 +179,7 @@ async def test_route_answers_429_with_headers(limited: httpx.AsyncClient) -> Non
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert answers[0].headers["RateLimit-Limit"] == "3"
     assert answers[0].headers["RateLimit-Remaining"] == "2"
-    assert answers[0].headers["RateLimit-Policy"] == "3;w=60"
+    assert answers[0].headers["RateLimit-Policy"] == '"3/60s";q=3;w=60'
     refused = answers[3]
     assert refused.json()["error"] == "too_many_requests"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60

@@ -34,6 +34,8 @@ from qapp.ext.origin import CrossSiteRequest, cross_site_exempt
 from qapp.ext.ratelimit import RateLimited, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
 from qapp.ext.ratelimit import refund as refund_rate_limit
+from qapp.ext.ratelimit_default import exempt as rate_limit_exempt
+from qapp.ext.ratelimit_default import exempt_blueprint as rate_limit_exempt_blueprint
 from qapp.ext.session_cookie import StoreSessionInterface
 from qapp.ext.sessions import ServerSession, current, session
 from qapp.ext.users import login_required, login_user, logout_user
@@ -61,6 +63,8 @@ __all__ = [
     "login_user",
     "logout_user",
     "rate_limit",
+    "rate_limit_exempt",
+    "rate_limit_exempt_blueprint",
     "refund_rate_limit",
     "session",
     "state_of",

@@ -49,6 +49,12 @@ class Settings:
     fast_path: bool
     metrics: bool
     metrics_token: str | None
+    #: Off: every rate limit lets everything through (``QAPP_RATELIMIT_ENABLED``).
+    ratelimit_enabled: bool = True
+    #: The limit of every route without one of its own, or None (``QAPP_RATELIMIT_DEFAULT``).
+    ratelimit_default: str | None = None
+    #: "deny" (503) or "allow" when a limit's store is down (``QAPP_RATELIMIT_ON_STORE_ERROR``).
+    ratelimit_on_store_error: str = "deny"
 
 
 @dataclass
@@ -76,6 +82,8 @@ class QappState:
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: When this worker last warned that limits let requests through on a store error.
+    ratelimit_warned: float = float("-inf")
 
     def store(self, name: str = "default") -> Store:
         """The store called ``name``; the default store for a name not configured."""

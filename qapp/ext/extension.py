@@ -25,7 +25,17 @@ from typing import Any, TypeVar
 
 from quart import Quart
 
-from qapp.ext import cache, errors, fastpath, origin, ratelimit, session_cookie, sessions, users
+from qapp.ext import (
+    cache,
+    errors,
+    fastpath,
+    origin,
+    ratelimit,
+    ratelimit_default,
+    session_cookie,
+    sessions,
+    users,
+)
 from qapp.ext import metrics as metrics_route
 from qapp.ext import settings as qapp_settings
 from qapp.ext.context import QappState, UserLoader, Users, state_of
@@ -108,6 +118,8 @@ class Qapp:
             for store in by_url.values():
                 metrics.instrument(store)
         ratelimit.install(app)
+        if found.ratelimit_default is not None and found.ratelimit_enabled:
+            ratelimit_default.install(app, found.ratelimit_default)
         if found.cross_site_check:
             origin.install(app, found.trusted_origins)
         if found.session_ttl is not None:
@@ -141,6 +153,14 @@ class Qapp:
 
     #: Limit a route, e.g. ``@qapp.rate_limit("5/minute")``: :func:`qapp.ext.ratelimit.rate_limit`.
     rate_limit = staticmethod(ratelimit.rate_limit)
+
+    #: Leave a route out of ``QAPP_RATELIMIT_DEFAULT``, e.g. ``@qapp.exempt``:
+    #: :func:`qapp.ext.ratelimit_default.exempt`.
+    exempt = staticmethod(ratelimit_default.exempt)
+
+    #: Leave every route of a blueprint out of ``QAPP_RATELIMIT_DEFAULT``:
+    #: :func:`qapp.ext.ratelimit_default.exempt_blueprint`.
+    exempt_blueprint = staticmethod(ratelimit_default.exempt_blueprint)
 
     #: Keep an async function's values in the app's store, each computed once by
     #: every worker, e.g. ``@qapp.cached(ttl=60, stale=30)``: :func:`qapp.ext.cache.cached`.

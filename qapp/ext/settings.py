@@ -28,7 +28,7 @@ from qapp.ext.origin import trusted_origins
 from qapp.ext.secret import SECRET_FILE, check_secret, load_or_create_secret
 from qapp.state import ConfigurationError, check_ttl, store_from_url
 from qapp.store.backends.sqlite import make_instance_folder
-from qapp.store.ratelimit import parse_limit
+from qapp.store.ratelimit import parse_limits
 from qapp.store.values import is_on
 
 __all__ = [
@@ -79,7 +79,13 @@ EXTENSION_SETTINGS: dict[str, str] = {
     "QAPP_FAST_PATH": "Quart's request handling with fewer tasks (off; the demo turns it on)",
     "QAPP_METRICS": "count requests and store calls and serve /metrics (off)",
     "QAPP_METRICS_TOKEN": "who may read /metrics from off the loopback address (none)",
+    "QAPP_RATELIMIT_ENABLED": "rate limits count and refuse; off lets everything through (on)",
+    "QAPP_RATELIMIT_DEFAULT": "the limit of every route without one, e.g. 100/minute (off)",
+    "QAPP_RATELIMIT_ON_STORE_ERROR": "a limit whose store is down: deny (503) or allow (deny)",
 }
+
+#: What a limit may do when its store is down.
+ON_STORE_ERROR = ("deny", "allow")
 
 
 def setting(config: Mapping[str, Any], key: str) -> Any:
@@ -129,7 +135,7 @@ def limit(key: str, value: object, default: str | None) -> str | None:
     if value is None or is_off(value):
         return None
     try:
-        parse_limit(str(value))
+        parse_limits(str(value))
     except ConfigurationError as exc:
         raise ConfigurationError(f"{key}: {exc}") from None
     return str(value)
@@ -215,4 +221,23 @@ def read(
         fast_path=as_bool(setting(config, "QAPP_FAST_PATH"), default=False),
         metrics=as_bool(setting(config, "QAPP_METRICS")),
         metrics_token=setting(config, "QAPP_METRICS_TOKEN"),
+        ratelimit_enabled=as_bool(setting(config, "QAPP_RATELIMIT_ENABLED"), default=True),
+        ratelimit_default=limit(
+            "QAPP_RATELIMIT_DEFAULT", setting(config, "QAPP_RATELIMIT_DEFAULT"), None
+        ),
+        ratelimit_on_store_error=on_store_error(setting(config, "QAPP_RATELIMIT_ON_STORE_ERROR")),
     )
+
+
+def on_store_error(value: object) -> str:
+    """``QAPP_RATELIMIT_ON_STORE_ERROR``: "deny" (the default) or "allow".
+
+    Raises:
+        ConfigurationError: any other word.
+    """
+    word = "deny" if value is None else str(value).strip().lower()
+    if word not in ON_STORE_ERROR:
+        raise ConfigurationError(
+            f"QAPP_RATELIMIT_ON_STORE_ERROR: {value!r} is neither 'deny' nor 'allow'"
+        )
+    return word

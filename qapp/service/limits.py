@@ -33,7 +33,8 @@ async def throttle(setting: str, key: str, scope: str) -> Verdict | None:
     limit = current_app.config.get(f"QAPP_{setting}")
     if limit is None:
         return None
-    return await check_rate_limit(limit, key, scope=scope)
+    # Fixed windows: the lockout arithmetic below counts aligned windows.
+    return await check_rate_limit(limit, key, scope=scope, strategy="fixed")
 
 
 async def give_back(*counted: Verdict | None) -> None:
