@@ -239,8 +239,6 @@ class ServerSession(SecureCookieSession):
             while not await store.add(sid, dict(self), ttl=ttl):
                 sid = secrets.token_urlsafe(ID_BYTES)
             self.sid = sid
-            # Just written with its full ttl: the next request need not renew it.
-            self._renewed(sid)
             self.issue_cookie = True
             self.drop_cookie = False
             self.modified = False
