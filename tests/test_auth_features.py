@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
+from quart.testing import WebsocketResponseError
 
 from qapp.ext import StoreSessionInterface, login_user, state_of
 from qapp.ext.login_view import is_local_path
@@ -166,6 +167,14 @@ async def test_plain_cookie_is_not_reissued_on_renewal(
     response = await client.get("/me")
     assert response.status_code == 200
     assert cookie_of(response) is None
+
+
+async def test_quart_test_client_gets_the_remembered_cookie(app: Quart) -> None:
+    """Under Quart's own test client, remember=True sets Max-Age and the login holds."""
+    test_client = app.test_client()
+    response = await test_client.post("/login", json={"id": "ada", "remember": True})
+    assert f"Max-Age={TTL}" in response.headers["Set-Cookie"]
+    assert (await (await test_client.get("/me")).get_json())["user"]["id"] == "ada"
 
 
 async def test_remembered_cookie_survives_a_browser_restart(
@@ -373,6 +382,16 @@ async def test_a_token_wins_over_a_session_cookie(client: httpx.AsyncClient) -> 
     assert (await client.get("/me")).json()["user"]["id"] == "grace"
 
 
+async def test_metrics_keeps_its_own_token(store_url: str, tmp_path: Path) -> None:
+    """With a token loader, /metrics still takes QAPP_METRICS_TOKEN, not the app's tokens."""
+    app = make_app(store_url, tmp_path, QAPP_METRICS="1", QAPP_METRICS_TOKEN="m" * 32)
+    async with app.test_app(), client_of(app) as client:
+        good = await client.get("/metrics", headers={"Authorization": "Bearer " + "m" * 32})
+        assert good.status_code == 200
+        app_token = await client.get("/metrics", headers={"Authorization": "Bearer tok-ada"})
+        assert_json_error(app_token, 401, "unauthorized")
+
+
 # 7. Websockets.
 
 
@@ -384,6 +403,15 @@ async def test_websocket_sees_the_logged_in_user(app: Quart) -> None:
         assert await ws.receive_json() == {"user": {"id": 5, "type": "int"}}
     async with test_client.websocket("/ws", headers={"Authorization": "Bearer tok-bo"}) as ws:
         assert await ws.receive_json() == {"user": {"id": "bo", "type": "token"}}
+
+
+async def test_websocket_with_a_bad_token_is_refused(app: Quart) -> None:
+    """A websocket handshake with an unknown bearer token is refused with a 401."""
+    test_client = app.test_client()
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with test_client.websocket("/ws", headers={"Authorization": "Bearer no"}) as ws:
+            await ws.receive_json()
+    assert refused.value.response.status_code == 401
 
 
 # Under real workers.
