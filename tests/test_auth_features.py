@@ -17,6 +17,7 @@ import httpx
 import pytest
 from quart import Quart
 from quart.testing import WebsocketResponseError
+from quart.testing.app import LifespanError
 
 from qapp.ext import StoreSessionInterface, login_user, state_of
 from qapp.ext.login_view import is_local_path
@@ -321,6 +322,14 @@ async def test_login_view_may_be_a_url(store_url: str, tmp_path: Path) -> None:
     async with app.test_app(), client_of(app) as client:
         answer = await client.get("/me", headers=HTML)
     assert answer.headers["location"] == "https://sso.example/login?app=1&next=%2Fme"
+
+
+async def test_an_unknown_login_view_fails_the_start(store_url: str, tmp_path: Path) -> None:
+    """A QAPP_LOGIN_VIEW naming no endpoint stops the app at startup with a clear error."""
+    app = make_app(store_url, tmp_path, QAPP_LOGIN_VIEW="log_in_page")
+    with pytest.raises(LifespanError, match="QAPP_LOGIN_VIEW: no endpoint 'log_in_page'"):
+        async with app.test_app():
+            pass
 
 
 async def test_next_is_only_ever_a_local_path(client: httpx.AsyncClient) -> None:

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 
 from quart import Response, has_request_context, redirect, request, url_for
 
-__all__ = ["is_local_path", "login_redirect", "next_url", "prefers_html"]
+__all__ = ["is_local_path", "is_url", "login_redirect", "next_url", "prefers_html"]
 
 
 def is_local_path(target: str) -> bool:
@@ -26,6 +26,11 @@ def is_local_path(target: str) -> bool:
         return False
     parts = urlsplit(target)
     return not parts.scheme and not parts.netloc
+
+
+def is_url(view: str) -> bool:
+    """True if a ``QAPP_LOGIN_VIEW`` is a URL or a path, not an endpoint name."""
+    return view.startswith("/") or "://" in view
 
 
 def prefers_html() -> bool:
@@ -40,7 +45,7 @@ def login_redirect(view: str | None) -> Response | None:
     """A redirect to the login page ``view`` for a browser; None for an API client or no view."""
     if view is None or not prefers_html():
         return None
-    target = view if view.startswith("/") or "://" in view else url_for(view)
+    target = view if is_url(view) else url_for(view)
     here = request.full_path.rstrip("?") if request.query_string else request.path
     if is_local_path(here):
         target += ("&" if "?" in target else "?") + urlencode({"next": here})

@@ -39,7 +39,7 @@ from werkzeug.exceptions import Unauthorized
 
 from qapp.ext.context import state_of
 from qapp.ext.errors import error_response
-from qapp.ext.login_view import login_redirect
+from qapp.ext.login_view import is_url, login_redirect
 from qapp.ext.sessions import (
     GENERATION_KEY,
     LOGIN_AT_KEY,
@@ -51,7 +51,7 @@ from qapp.ext.sessions import (
     generation_key,
     generations,
 )
-from qapp.state import StoreUnavailable
+from qapp.state import ConfigurationError, StoreUnavailable
 
 __all__ = [
     "USER_KEY",
@@ -170,6 +170,14 @@ def install(app: Quart) -> None:
         refusal.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         return refusal
 
+    @app.before_serving
+    async def check_login_view() -> None:
+        # Checked once the app's routes exist: a misspelt endpoint fails the
+        # start, not the first browser that needs the login page.
+        view = _login_view(app)
+        if view is not None and not is_url(view) and view not in app.view_functions:
+            raise ConfigurationError(f"QAPP_LOGIN_VIEW: no endpoint {view!r} in this app")
+
     @app.before_websocket
     @app.before_request
     async def load_user() -> None:
@@ -203,8 +211,8 @@ def _endpoint() -> str | None:
     return request.endpoint if has_request_context() else websocket.endpoint
 
 
-def _login_view() -> str | None:
-    settings = state_of().settings
+def _login_view(app: Quart | None = None) -> str | None:
+    settings = state_of(app).settings
     return None if settings is None else settings.login_view
 
 
