@@ -80,7 +80,7 @@ async def test_ids_are_unique_and_carry_at_least_128_bits(
 
 
 async def test_session_data_is_json_in_the_store(client: httpx.AsyncClient, app: Quart) -> None:
-    """The session's data is a JSON object in the store, holding who is logged in."""
+    """The session's data is a JSON object in the store: who is logged in, when, and how."""
     creds = {"username": "ada", "password": "correct horse"}
     await client.post("/auth/register", json=creds)
     response = await client.post("/auth/login", json=creds)
@@ -88,7 +88,10 @@ async def test_session_data_is_json_in_the_store(client: httpx.AsyncClient, app:
     assert cookie is not None
     contents = await snapshot(app)
     raw = next(data[f"session:{_sid(app, cookie)}"] for data in contents.values())
-    assert json.loads(raw) == {"_user_id": "ada"}
+    data = json.loads(raw)
+    login_at = data.pop("_login_at")
+    assert isinstance(login_at, float)
+    assert data == {"_user_id": "ada", "_remember": False, "_user_gen": 0}
 
 
 async def test_secure_cookie_when_configured(store_url: str, tmp_path: Path) -> None:

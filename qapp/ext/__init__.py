@@ -30,6 +30,7 @@ from qapp.ext.client import client_address, client_key
 from qapp.ext.context import QappState, get_store, state_of
 from qapp.ext.errors import RETRY_AFTER, error_response
 from qapp.ext.extension import Qapp
+from qapp.ext.login_view import next_url
 from qapp.ext.origin import CrossSiteRequest, cross_site_exempt
 from qapp.ext.ratelimit import RateLimited, rate_limit
 from qapp.ext.ratelimit import check as check_rate_limit
@@ -38,7 +39,14 @@ from qapp.ext.ratelimit_default import exempt as rate_limit_exempt
 from qapp.ext.ratelimit_default import exempt_blueprint as rate_limit_exempt_blueprint
 from qapp.ext.session_cookie import StoreSessionInterface
 from qapp.ext.sessions import ServerSession, current, session
-from qapp.ext.users import login_required, login_user, logout_user
+from qapp.ext.users import (
+    fresh_login_required,
+    is_fresh,
+    login_required,
+    login_user,
+    logout_everywhere,
+    logout_user,
+)
 
 __all__ = [
     "RETRY_AFTER",
@@ -58,10 +66,14 @@ __all__ = [
     "cross_site_exempt",
     "current",
     "error_response",
+    "fresh_login_required",
     "get_store",
+    "is_fresh",
     "login_required",
     "login_user",
+    "logout_everywhere",
     "logout_user",
+    "next_url",
     "rate_limit",
     "rate_limit_exempt",
     "rate_limit_exempt_blueprint",

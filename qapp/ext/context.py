@@ -17,10 +17,12 @@ from quart import Quart, current_app
 from qapp.ext.origin import Origin
 from qapp.state import Store
 
-__all__ = ["QappState", "Settings", "UserLoader", "Users", "get_store", "state_of"]
+__all__ = ["QappState", "Settings", "TokenLoader", "UserLoader", "Users", "get_store", "state_of"]
 
 #: ``async def load(user_id) -> user or None``: what fills ``g.user``.
-UserLoader = Callable[[str], Awaitable[Any]]
+UserLoader = Callable[[Any], Awaitable[Any]]
+#: ``async def load(token) -> user or None``: what fills ``g.user`` for a bearer token.
+TokenLoader = Callable[[str], Awaitable[Any]]
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Users:
     """How an app knows its users: set by ``@qapp.user_loader``, read by every request."""
 
     load: UserLoader | None = None
+    #: Set by ``@qapp.token_loader``: ``Authorization: Bearer`` requests use it.
+    load_token: TokenLoader | None = None
 
 
 @dataclass
@@ -40,6 +44,10 @@ class Settings:
     session_ttl: float | None
     anonymous_ttl: float | None
     session_quota: str | None
+    #: Seconds a login stays fresh (``fresh_login_required``).
+    fresh_login_ttl: float
+    #: Where ``login_required`` sends a browser: an endpoint name or a URL; None: a 401.
+    login_view: str | None
     trusted_proxies: str | None
     #: IPv6 clients count per network of this many bits.
     ipv6_prefix: int

@@ -38,7 +38,7 @@ from qapp.ext import (
 )
 from qapp.ext import metrics as metrics_route
 from qapp.ext import settings as qapp_settings
-from qapp.ext.context import QappState, UserLoader, Users, state_of
+from qapp.ext.context import QappState, TokenLoader, UserLoader, Users, state_of
 from qapp.state import ConfigurationError, Store, StoreUnavailable, redact, store_from_url
 from qapp.store import metrics
 from qapp.store.extras import require
@@ -48,6 +48,7 @@ __all__ = ["Qapp"]
 log = logging.getLogger(__name__)
 
 L = TypeVar("L", bound=UserLoader)
+T = TypeVar("T", bound=TokenLoader)
 
 
 class Qapp:
@@ -175,13 +176,27 @@ class Qapp:
         self._users.load = loader
         return loader
 
-    async def login_user(self, user_id: str) -> Any:
+    def token_loader(self, loader: T) -> T:
+        """Register ``async def load(token) -> user or None`` for ``Authorization: Bearer``.
+
+        A request with a bearer token is then authenticated by it alone: the
+        loader's user fills ``g.user``, no session cookie is read or set, and
+        a token the loader does not know (None) is a JSON 401.
+        """
+        self._users.load_token = loader
+        return loader
+
+    async def login_user(self, user_id: users.UserId, *, remember: bool = False) -> Any:
         """Log ``user_id`` in: see :func:`qapp.ext.users.login_user`."""
-        return await users.login_user(user_id)
+        return await users.login_user(user_id, remember=remember)
 
     async def logout_user(self) -> None:
         """Log out: see :func:`qapp.ext.users.logout_user`."""
         await users.logout_user()
+
+    async def logout_everywhere(self, user_id: users.UserId) -> None:
+        """End every session of ``user_id``: see :func:`qapp.ext.users.logout_everywhere`."""
+        await users.logout_everywhere(user_id)
 
 
 def sessions_names(names: Iterable[str]) -> list[str]:

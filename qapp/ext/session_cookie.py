@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -48,6 +49,17 @@ class StoreSessionInterface(SessionInterface):
             signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
         )
 
+    def get_expiration_time(self, app: Quart, session: SessionMixin) -> datetime | None:
+        """When the cookie ends: None (with the browser), or the session's ttl from now.
+
+        A remembered session (``login_user(..., remember=True)`` or
+        ``session.permanent``) lives in the store for its sliding ttl, so its
+        cookie does too, not Quart's fixed ``PERMANENT_SESSION_LIFETIME``.
+        """
+        if isinstance(session, ServerSession) and session.remembered:
+            return datetime.now(UTC) + timedelta(seconds=session.ttl())
+        return None
+
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
         # Most API clients send no cookies at all: then there is nothing to
         # parse or verify (werkzeug would parse an empty Cookie header).
@@ -76,7 +88,8 @@ class StoreSessionInterface(SessionInterface):
         session: SessionMixin,
         response: Response | WerkzeugResponse | None,
     ) -> None:
-        if response is None or not isinstance(session, ServerSession):
+        if response is None or not isinstance(session, ServerSession) or session.stateless:
+            # A request with a bearer token has no cookie to set or drop.
             return
         if session.accessed or session.modified or session.issue_cookie or session.drop_cookie:
             # The answer depends on who asked: no shared cache may keep or reuse it.
@@ -112,7 +125,8 @@ class StoreSessionInterface(SessionInterface):
         if session.issue_cookie and session.sid is not None:
             value = self.serializer(app).dumps(session.sid)
             expires = self.get_expiration_time(app, session)
-            response.set_cookie(name, value, expires=expires, **options)
+            max_age = None if expires is None else int(session.ttl())
+            response.set_cookie(name, value, expires=expires, max_age=max_age, **options)
         elif session.drop_cookie:
             response.delete_cookie(name, **options)
 

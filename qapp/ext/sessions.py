@@ -14,6 +14,10 @@ Keys, in the ``session`` namespace of the session store::
     <id>             the session's data (a JSON object)
     <id>:<name>      a per-session value, e.g. a counter (``session.incr(name)``)
 
+and in its ``session-users`` namespace, one key per user who logged in::
+
+    <s|i>:<user id>  the user's login generation (:func:`qapp.ext.users.logout_everywhere`)
+
 Rules:
 
 - An id is adopted only if its signature is good *and* the store holds it.
@@ -26,6 +30,10 @@ Rules:
   later one. A value that concurrent requests change, like a counter, is a
   per-session value changed atomically in the store (:meth:`ServerSession.incr`),
   never a rewrite of the whole session (the bug of flask-session #71).
+- A remembered session (``login_user(..., remember=True)``, or Quart's
+  ``session.permanent``) has a cookie that lasts as long as the session's
+  ttl, and is set again with a new expiry whenever the ttl is renewed;
+  any other cookie ends with the browser.
 - :meth:`ServerSession.regenerate` gives the session a new id (on login,
   against session fixation); :meth:`ServerSession.destroy` deletes it from
   the store (on logout), so a replayed cookie is dead.
@@ -65,6 +73,8 @@ __all__ = [
     "ServerSession",
     "context_session",
     "current",
+    "generation_key",
+    "generations",
     "session",
 ]
 
@@ -85,6 +95,14 @@ RENEWALS_KEPT = 10_000
 SALT = "qapp-session-id"
 #: Where the session keeps the logged-in user's id (see :mod:`qapp.ext.users`).
 USER_KEY = "_user_id"
+#: True in a session whose cookie outlives the browser (``login_user(..., remember=True)``).
+REMEMBER_KEY = "_remember"
+#: When the user logged in (seconds since the epoch): what makes a login fresh.
+LOGIN_AT_KEY = "_login_at"
+#: The user's login generation when the session logged in (see :func:`generation_key`).
+GENERATION_KEY = "_user_gen"
+#: Where users' login generations live, in the session store.
+GENERATIONS = "session-users"
 #: What an answer that depends on the session must not be: kept by a shared cache.
 PRIVATE = "private, no-store"
 
@@ -108,6 +126,8 @@ class ServerSession(SecureCookieSession):
         self.issue_cookie = False
         #: The session was destroyed: the answer deletes the cookie.
         self.drop_cookie = False
+        #: The request authenticated with a bearer token: no cookie is set or read.
+        self.stateless = False
 
     # -- reads mark the answer as depending on the session ---------------------
 
@@ -179,11 +199,31 @@ class ServerSession(SecureCookieSession):
                 if self._renewal_due(self.sid, ttl):
                     # Sliding expiry: the data and every value live on together.
                     keys = self._keys(self.sid, names)
-                    await asyncio.gather(*(store.expire(key, ttl) for key in keys))
+                    renewals = [store.expire(key, ttl) for key in keys]
+                    user_id = dict.get(self, USER_KEY)
+                    if user_id is not None:
+                        # The user's generation lives at least as long as each
+                        # of the user's sessions, or logout_everywhere could
+                        # find it gone and start counting again.
+                        gens = generations(self._state())
+                        renewals.append(gens.expire(generation_key(user_id), ttl))
+                    await asyncio.gather(*renewals)
                     self._renewed(self.sid)
+                    if self.remembered:
+                        # A cookie that outlives the browser follows the ttl.
+                        self.issue_cookie = True
         self.loaded = True
         self.modified = False
         return self
+
+    @property
+    def remembered(self) -> bool:
+        """True if the cookie outlives the browser: a remembered login or ``permanent``."""
+        return dict.get(self, REMEMBER_KEY) is True or dict.get(self, "_permanent") is True
+
+    def ttl(self) -> float:
+        """This session's idle lifetime in seconds now (shorter before anyone logs in)."""
+        return self._home()[1]
 
     async def ensure(self) -> str:
         """Return the session's id, creating the session in the store if needed."""
@@ -311,6 +351,16 @@ class ServerSession(SecureCookieSession):
 #: Quart's ``session`` proxy, typed as what it is with qapp: ``await session.incr("n")``
 #: type-checks. A proxy to the current request's session, not a value of its own.
 session = cast(ServerSession, quart_session)
+
+
+def generations(state: QappState) -> Store:
+    """Where the users' login generations live: a namespace of the session store."""
+    return state.store("session").namespace(GENERATIONS)
+
+
+def generation_key(user_id: str | int) -> str:
+    """The key of a user's login generation; ``7`` and ``"7"`` are different users."""
+    return f"i:{user_id}" if isinstance(user_id, int) else f"s:{user_id}"
 
 
 def context_session() -> Any:

@@ -35,9 +35,11 @@ __all__ = [
     "ANONYMOUS_TTL",
     "DEFAULT_SESSION_TTL",
     "EXTENSION_SETTINGS",
+    "FRESH_LOGIN_TTL",
     "SESSION_QUOTA",
     "Settings",
     "as_bool",
+    "fresh_login_ttl",
     "is_off",
     "limit",
     "read",
@@ -50,6 +52,9 @@ DEFAULT_SESSION_TTL = 7 * 24 * 3600.0
 
 #: Idle lifetime of a session nobody has logged into (``QAPP_ANONYMOUS_SESSION_TTL``).
 ANONYMOUS_TTL = 3600.0
+
+#: Seconds a login stays fresh for ``fresh_login_required`` (``QAPP_FRESH_LOGIN_TTL``).
+FRESH_LOGIN_TTL = 600.0
 
 #: New sessions one client may create (``QAPP_SESSION_QUOTA``; "off": no quota).
 SESSION_QUOTA = "200/hour"
@@ -70,6 +75,8 @@ EXTENSION_SETTINGS: dict[str, str] = {
     "QAPP_SESSION_TTL": "a session's idle lifetime in seconds (a week)",
     "QAPP_ANONYMOUS_SESSION_TTL": "the same until a user logs in (an hour; off: the full ttl)",
     "QAPP_SESSION_QUOTA": "new sessions per client (200/hour)",
+    "QAPP_FRESH_LOGIN_TTL": "seconds a login stays fresh for fresh_login_required (600)",
+    "QAPP_LOGIN_VIEW": "where login_required sends browsers: an endpoint or a URL (none: 401)",
     "QAPP_SESSION_COOKIE_SECURE": "mark the session cookie Secure (Quart's SESSION_COOKIE_SECURE)",
     "QAPP_SECRET_KEY": "signs session ids, at least 32 bytes (app.secret_key, else generated)",
     "QAPP_TRUSTED_PROXIES": "proxies whose X-Forwarded-For names the client (none)",
@@ -139,6 +146,18 @@ def limit(key: str, value: object, default: str | None) -> str | None:
     except ConfigurationError as exc:
         raise ConfigurationError(f"{key}: {exc}") from None
     return str(value)
+
+
+def fresh_login_ttl(value: object) -> float:
+    """``QAPP_FRESH_LOGIN_TTL`` in seconds.
+
+    Raises:
+        ConfigurationError: not a positive number, or turned off.
+    """
+    ttl = seconds("QAPP_FRESH_LOGIN_TTL", value, FRESH_LOGIN_TTL)
+    if ttl is None:
+        raise ConfigurationError("QAPP_FRESH_LOGIN_TTL cannot be off: give it seconds")
+    return ttl
 
 
 def _urls(app: Quart, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -213,6 +232,8 @@ def read(
         session_quota=limit(
             "QAPP_SESSION_QUOTA", setting(config, "QAPP_SESSION_QUOTA"), SESSION_QUOTA
         ),
+        fresh_login_ttl=fresh_login_ttl(setting(config, "QAPP_FRESH_LOGIN_TTL")),
+        login_view=setting(config, "QAPP_LOGIN_VIEW"),
         trusted_proxies=setting(config, "QAPP_TRUSTED_PROXIES"),
         ipv6_prefix=ipv6_prefix(setting(config, "QAPP_IPV6_PREFIX")),
         # Parsed even with the check off: a bad entry is a mistake either way.
