@@ -490,7 +490,7 @@ async def test_anonymous_sessions_start_short_and_login_gives_the_full_ttl(
             "STORE_URL": store_url,
             "INSTANCE_PATH": str(tmp_path),
             "SESSION_TTL": 60,
-            "ANONYMOUS_SESSION_TTL": 0.4,
+            "ANONYMOUS_SESSION_TTL": 2.0,
         }
     )
     creds = {"username": "ada", "password": "correct horse"}
@@ -498,11 +498,11 @@ async def test_anonymous_sessions_start_short_and_login_gives_the_full_ttl(
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://qapp.test") as c:
             assert (await c.post("/session/counter/inc")).json() == {"counter": 1}
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(2.5)
             assert (await c.get("/session/counter")).json() == {"counter": 0}  # gone
             assert (await c.post("/auth/register", json=creds)).status_code == 201
             assert (await c.post("/session/counter/inc")).json() == {"counter": 1}
             assert (await c.post("/auth/login", json=creds)).status_code == 200
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(2.5)
             assert (await c.get("/auth/me")).json() == {"username": "ada"}
             assert (await c.get("/session/counter")).json() == {"counter": 1}
