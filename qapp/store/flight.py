@@ -357,22 +357,26 @@ def cached(
         ttl: seconds a value is fresh.
         stale: seconds after that during which it is still answered, at once
             and marked stale, while one caller recomputes it in the background.
-        lease: seconds of the computing caller's lock, renewed while it works;
-            what a computer that dies costs its waiters at most (10).
-        wait: seconds a caller waits for another's computation before
-            :class:`StillComputing` (30).
-        beta: XFetch's eagerness to refresh before expiry; 0 turns it off (1).
-        namespace: the store namespace of the entries (``cached``).
-        spawn: how to start a background refresh (default: an asyncio task).
-        key: a function of the call's arguments that returns the key's
-            argument part, a string, in place of the arguments' JSON.
-        ignore: names of arguments left out of the key (``self``, a pool).
-        unless: a predicate on a computed value: true, and it is not kept.
-        tags: names that :meth:`Cached.invalidate_tag` forgets at once, or a
-            function of the call's arguments that gives them.
-        codec: how values become JSON: ``"json"`` (the default: JSON values
-            that come back equal), ``"typed"`` (the declared return type,
-            exactly) or a :class:`~qapp.store.codecs.Codec`.
+        **options: see :class:`~qapp.store.cacheapi.CacheOptions`, below.
+
+    Options:
+
+    - ``lease``: seconds of the computing caller's lock, renewed while it
+      works; what a computer that dies costs its waiters at most (10).
+    - ``wait``: seconds a caller waits for another's computation before
+      :class:`StillComputing` (30).
+    - ``beta``: XFetch's eagerness to refresh before expiry; 0 turns it off (1).
+    - ``namespace``: the store namespace of the entries (``cached``).
+    - ``spawn``: how to start a background refresh (default: an asyncio task).
+    - ``key``: a function of the call's arguments that returns the key's
+      argument part, a string, in place of the arguments' JSON.
+    - ``ignore``: names of arguments left out of the key (``self``, a pool).
+    - ``unless``: a predicate on a computed value: true, and it is not kept.
+    - ``tags``: names that :meth:`Cached.invalidate_tag` forgets at once, or a
+      function of the call's arguments that gives them.
+    - ``codec``: how values become JSON: ``"json"`` (the default: JSON values
+      that come back equal), ``"typed"`` (the declared return type, exactly)
+      or a :class:`~qapp.store.codecs.Codec`.
     """
 
     def decorate(func: Callable[P, Awaitable[T]]) -> Cached[P, T]:
