@@ -28,6 +28,7 @@ from qapp import create_app
 from qapp.ext import cached, state_of
 from qapp.state import Store, open_store
 from qapp.store.backends.memory import MemoryStore
+from qapp.store.backends.postgres_sql import FENCE_SHARDS
 from qapp.testing import HypercornServer
 from tests.conftest import NO_LIMITS, NO_LIMITS_ENV
 
@@ -41,16 +42,18 @@ PASSWORD = "correct horse battery"
 #: The race lab's shared counters: one key per strategy, a fixed set.
 RACE_COUNTERS = ("shared-unsafe", "shared-locked", "atomic")
 
-#: What may stay without an expiry, whatever the burst did: the store-wide fence
-#: counter, the race lab's counters and the registered account, as each backend
-#: names them.
+#: What may stay without an expiry, whatever the burst did: the store's fence
+#: counter (a fixed number of rows on PostgreSQL), the race lab's counters and the
+#: registered account, as each backend names them.
 FIXED = {
     "redis": {"qapp:fence", f"qapp:k:user:{USER}"}
     | {f"qapp:k:counter:{name}" for name in RACE_COUNTERS},
     "sqlite": {"qapp_fence:1", f"qapp_kv:user:{USER}"}
     | {f"qapp_kv:counter:{name}" for name in RACE_COUNTERS},
 }
-FIXED["postgresql"] = FIXED["sqlite"]
+FIXED["postgresql"] = (FIXED["sqlite"] - {"qapp_fence:1"}) | {
+    f"qapp_fence:{shard}" for shard in range(FENCE_SHARDS)
+}
 FIXED["memory"] = {f"user:{USER}"} | {f"counter:{name}" for name in RACE_COUNTERS}
 
 #: Work and limits of the apps under test: no simulated work, so the burst is

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from quart import current_app
 
-from qapp.ext import check_rate_limit
+from qapp.ext import check_rate_limit, client_address
 
-__all__ = ["throttle"]
+__all__ = ["charge_new_work", "throttle"]
 
 
 async def throttle(setting: str, key: str, scope: str) -> None:
@@ -19,3 +19,13 @@ async def throttle(setting: str, key: str, scope: str) -> None:
     limit = current_app.config.get(f"QAPP_{setting}")
     if limit is not None:
         await check_rate_limit(limit, key, scope=scope)
+
+
+async def charge_new_work() -> None:
+    """Count a request that may compute a key never computed (or forgotten) against its client.
+
+    The memo and the lab's stampede rows share one budget per client address,
+    ``QAPP_MEMO_QUOTA``: each new key costs a computation and stored entries,
+    and no route is a side door around the others' quota. 429 once it is spent.
+    """
+    await throttle("MEMO_QUOTA", client_address(), "memo-new")
