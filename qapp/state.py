@@ -35,7 +35,7 @@ sharers that ``listen`` for a name, so that a waiter need not poll.
 
 Every lock a holder takes comes with a *fencing token*, strictly increasing
 per lock name, and :meth:`Store.set_fenced` (or ``lease.set``) writes only
-while no newer token has been issued: a holder that was paused past its
+while that lease still holds the lock: a holder that was paused past its
 lease (a GC pause, SIGSTOP) cannot overwrite what the next holder wrote::
 
     async with store.lock("report", timeout=5) as lease:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,14 @@ class TestFencing:
         assert await store.get("{f}:doc") == "new"
         assert await store.get("{f}:other") is None
 
+    async def test_released_lease_cannot_write(self, store: Store) -> None:
+        """Once its lock is released a lease writes nothing, though nobody took the lock since."""
+        async with store.lock("{f}") as lease:
+            await lease.set("{f}:doc", "held")
+        with pytest.raises(StaleLease):
+            await lease.set("{f}:doc", "released")
+        assert await store.get("{f}:doc") == "held"
+
     async def test_names_are_fenced_apart(self, store: Store) -> None:
         """Taking one lock does not stale the lease of another."""
         async with store.lock("a") as a:
@@ -87,6 +96,45 @@ class TestFencing:
         with pytest.raises(StaleLease):
             await lease.set("f", 2)
         assert await view.get("f") == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgresql"])
+async def test_lapsed_lease_cannot_write(backend: str, request: pytest.FixtureRequest) -> None:
+    """A holder whose lease ran out writes nothing, even while nobody has taken the lock."""
+    url: str = request.getfixturevalue(f"{backend}_url")
+    async with await open_store(url) as store, store.lock("{f}", timeout=0.1) as lease:
+        await lease.set("{f}:doc", "in time")
+        await asyncio.sleep(0.3)
+        with pytest.raises(StaleLease):
+            await lease.set("{f}:doc", "too late")
+        assert await store.get("{f}:doc") == "in time"
+
+
+async def test_sqlite_fences_of_the_per_name_schema_carry_over(tmp_path: Path) -> None:
+    """A SQLite file whose lock rows each kept their name's fence gets the store's counter
+    above every one of them on open, so no name's tokens go back; its free rows are swept."""
+    path = tmp_path / "older.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE qapp_locks (
+                name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL,
+                fence INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID;
+            INSERT INTO qapp_locks VALUES ('l', '', 0, 41), ('m', '', 0, 7), ('n', '', 0, 3);
+            """
+        )
+    conn.close()
+    async with await open_store(f"sqlite://{path}") as store:
+        tokens = []
+        for name in ("m", "l"):
+            async with store.lock(name) as lease:
+                tokens.append(lease.token)
+        await store.set("k", 1)  # the first write sweeps
+    assert tokens == [42, 43]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM qapp_locks").fetchone() == (0,)
+    conn.close()
 
 
 # --- a real holder, paused past its lease ---------------------------------------

@@ -243,6 +243,20 @@ async def test_invalidate_forgets_one_value(store: Store) -> None:
     assert (await report.get_with_info(2)).cached is True
 
 
+async def test_count_of_computations_expires_with_the_value(store: Store) -> None:
+    """The count of a key's computations lives as long as its value (ttl + stale), no longer:
+    once both are gone the key has left nothing in the store, and counts from 1 again."""
+    work = Work(seconds=0)
+    report = flight(store, work, ttl=0.2, stale=0.2, beta=0)
+    await report(1)
+    await asyncio.sleep(0.25)
+    assert await report.computations(1) == 1  # past ttl, the stale value and its count stay
+    await asyncio.sleep(0.25)
+    assert await report.computations(1) == 0
+    assert await report.store().get("v:" + report.key(1)) is None
+    assert (await report.get_with_info(1)).computations == 1
+
+
 async def test_callers_gone_stop_the_work_and_free_the_lock(store: Store) -> None:
     """When every caller is cancelled the computation stops, counts nothing and frees the lock."""
     work = Work(seconds=5)
@@ -296,14 +310,15 @@ async def test_ttl_zero_is_refused(store: Store) -> None:
 
 
 async def test_expired_without_stale_is_computed_by_the_next_caller(store: Store) -> None:
-    """Without ``stale`` an expired value is gone: the next call computes while others wait."""
+    """Without ``stale`` an expired value is gone, its count with it: the next call computes
+    (computation 1 again) while others wait."""
     work = Work(seconds=0.1)
     report = flight(store, work, ttl=0.2, beta=0)
     await report(1)
     await asyncio.sleep(0.3)
     results = await asyncio.gather(*(report.get_with_info(1) for _ in range(20)))
     assert work.calls == 2
-    assert {(r.stale, r.computations) for r in results} == {(False, 2)}
+    assert {(r.stale, r.computations, r.value["run"]) for r in results} == {(False, 1, 2)}
     assert [r.cached for r in results].count(False) == 1
 
 

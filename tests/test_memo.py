@@ -119,18 +119,19 @@ async def test_hundred_concurrent_first_requests_compute_once(client: httpx.Asyn
 
 
 @pytest.mark.parametrize("tuned", [{"MEMO_TTL": 0.3}], indirect=True)
-async def test_expired_value_is_computed_again_and_counted(
+async def test_expired_value_is_computed_again_and_counted_afresh(
     tuned: tuple[Quart, httpx.AsyncClient],
 ) -> None:
-    """After MEMO_TTL the value is recomputed, and computations counts both."""
+    """After MEMO_TTL the value is recomputed; its count expired with it, so it starts over."""
     _, c = tuned
     first = (await c.get("/memo/k")).json()
     await asyncio.sleep(0.5)
     second = (await c.get("/memo/k")).json()
     third = (await c.get("/memo/k")).json()
     assert (first["computations"], first["cached"]) == (1, False)
-    assert (second["computations"], second["cached"]) == (2, False)
-    assert (third["computations"], third["cached"]) == (2, True)
+    assert (second["computations"], second["cached"]) == (1, False)
+    assert second["value"]["computed_at"] > first["value"]["computed_at"]
+    assert (third["computations"], third["cached"], third["value"]) == (1, True, second["value"])
 
 
 @pytest.mark.parametrize("tuned", [{"MEMO_WAIT": 0.3}], indirect=True)
@@ -273,3 +274,24 @@ async def test_new_keys_per_client_have_a_quota(store_url: str, tmp_path: Path) 
         assert again == [200, 200, 200]
         async with app.app_context():
             assert await memo_of(app).computations("k3") == 0  # refused: nothing computed
+
+
+async def test_lab_work_shares_the_memo_quota(store_url: str, tmp_path: Path) -> None:
+    """The lab's stampede rows spend the memo's quota of new keys: no route is a side door."""
+    app = create_app(
+        {
+            "STORE_URL": store_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "MEMO_QUOTA": "3/hour",
+            "LAB_WORK": 0,
+        }
+    )
+    async for client in _client_for(app):
+        new = ["/memo/k0", "/lab/stampede/cached/c0", "/lab/stampede/naive/n0"]
+        assert [(await client.get(path)).status_code for path in new] == [200, 200, 200]
+        for path in ("/memo/k1", "/lab/stampede/cached/c1", "/lab/stampede/naive/n1"):
+            assert_json_error(await client.get(path), 429)
+        assert [(await client.get(path)).status_code for path in new] == [200, 200, 200]
+        for strategy, key in (("cached", "c1"), ("naive", "n1")):
+            counted = await client.get(f"/lab/stampede/{strategy}/{key}/computations")
+            assert counted.json()["computations"] == 0  # refused: nothing computed

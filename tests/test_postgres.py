@@ -6,8 +6,8 @@ The conformance suite (tests/test_state.py) and the cross-process tests
 session's own (never the machine's own cluster on 5432), and so do the
 fencing and lease tests (tests/test_fencing.py, tests/test_flight.py). Here is
 what only PostgreSQL could get wrong: exact round trips, 64-bit overflow,
-expiry on the server's clock, the pool, a fenced write racing a newer
-holder's transaction, fences kept across release, sweep and an upgrade of
+expiry on the server's clock, the pool, a fenced write in flight as its
+lease runs out, fences that rise across release, sweep and upgrades of
 the schema, LISTEN/NOTIFY, and an outage: the server is killed and started
 again under the same store object.
 """
@@ -229,55 +229,106 @@ async def until(check: Callable[[], Awaitable[object]], seconds: float) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_fenced_write_racing_a_newer_holder_waits_and_is_refused(
+async def test_fenced_write_in_flight_keeps_the_lock_until_it_commits(
     store: Store, postgresql_url: str
 ) -> None:
-    """A superseded holder's write that starts while a newer holder's lock and write are still
-    uncommitted waits for them, then is refused: the fence it checks is the newest."""
-    async with store.lock("f", timeout=5) as old:
-        pass
-    newer = await asyncpg.connect(postgresql_url)
+    """A fenced write made while its lease lasted holds the lock's row until it commits: a
+    taker that comes after the lease ran out waits for it, so the write lands before the
+    lock changes hands, and the new holder's token is greater."""
+    assert isinstance(store, PostgresStore)
+    writer = await asyncpg.connect(postgresql_url)
     monitor = await asyncpg.connect(postgresql_url)
-    late: asyncio.Task[None] | None = None
+    taking: asyncio.Task[int] | None = None
     try:
-        taking = newer.transaction()
-        await taking.start()
-        # The next holder takes the lock and writes, in a transaction left open.
-        assert await newer.fetchval(sql.LOCK, b"f", "newer", 5.0) == old.token + 1
-        await newer.execute(sql.SET, b"doc", '"new"', None)
-        late = asyncio.create_task(store.set_fenced("doc", "late", old))
-        # A plain read of the fence would see the old one (its snapshot) and then
-        # overwrite the newer write once that committed; the write must wait instead.
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        await until(lambda: monitor.fetchval(waiting), 5)
-        assert not late.done()
-        await taking.commit()
-        with pytest.raises(StaleLease):
-            await late
+        async with store.lock("f", timeout=0.3) as old:
+            writing = writer.transaction()
+            await writing.start()
+            # The holder's write, in a transaction left open while its lease runs out.
+            args = (b"doc", '"old"', None, b"f", old.token)
+            assert await writer.fetchval(sql.SET_FENCED, *args) == 1
+            await asyncio.sleep(0.5)
+            taking = asyncio.create_task(store.try_acquire("f", "newer", 5))
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            await until(lambda: monitor.fetchval(waiting), 5)
+            assert not taking.done()
+            await writing.commit()
+            assert await taking > old.token
+            with pytest.raises(StaleLease):
+                await old.set("doc", "late")
     finally:
-        if late is not None and not late.done():
-            late.cancel()
-        await newer.close()
+        if taking is not None and not taking.done():
+            taking.cancel()
+        await writer.close()
         await monitor.close()
-    assert await store.get("doc") == "new"
+    assert await store.get("doc") == "old"
+    assert await store.extend("f", "newer", 5) is True  # the old holder's release freed nothing
 
 
-async def test_fence_outlives_release_and_sweep(
+async def test_released_locks_leave_no_rows_and_tokens_rise(
     postgresql_url: str, postgres_server: PostgresServer
 ) -> None:
-    """A released lock keeps its row through the sweep of expired rows, so tokens go on rising."""
+    """A released lock's row is deleted, a dead holder's is swept once expired, and the
+    store's fence counter still gives the next holder a greater token."""
     async with await open_store(postgresql_url) as first:
+        assert isinstance(first, PostgresStore)
         for _ in range(3):
             async with first.lock("l", timeout=0.05) as last:
                 pass
+        assert await first.try_acquire("dead", "never released", 0.01) >= 1
         await first.set("short", 1, ttl=0.01)
     await asyncio.sleep(0.1)
     async with await open_store(postgresql_url) as second:
         await second.set("other", 1)  # sweeps in the background; closing waits
     assert postgres_server.psql("SELECT count(*) FROM qapp_kv").strip() == "1"
-    assert postgres_server.psql("SELECT count(*) FROM qapp_locks").strip() == "1"
+    assert postgres_server.psql("SELECT count(*) FROM qapp_locks").strip() == "0"
+    shard = backend.fence_shard(b"l")
+    issued = postgres_server.psql(f"SELECT last FROM qapp_fence WHERE shard = {shard}")
+    assert int(issued) == last.token == 3
     async with await open_store(postgresql_url) as third, third.lock("l") as next_one:
-        assert next_one.token == last.token + 1 == 4
+        assert next_one.token == 4
+
+
+def test_fence_counter_rows_are_few_and_fixed() -> None:
+    """Every lock name draws its tokens from one of FENCE_SHARDS counter rows, always the same."""
+    names = [f"name:{n}".encode() for n in range(10_000)]
+    shards = [backend.fence_shard(name) for name in names]
+    assert set(shards) == set(range(sql.FENCE_SHARDS))
+    assert shards == [backend.fence_shard(name) for name in names]
+
+
+async def test_fences_of_the_per_name_schema_carry_over(
+    postgres_server: PostgresServer,
+) -> None:
+    """A database whose lock rows each kept their name's fence gets the store's counter rows
+    on connect, above every one of them, so no name's tokens go back; its free rows are
+    swept."""
+    name = f"per_name_{os.getpid()}_{time.monotonic_ns()}"
+    postgres_server.psql(f'CREATE DATABASE "{name}"', database="postgres")
+    postgres_server.psql(
+        """
+        CREATE TABLE qapp_kv (key bytea PRIMARY KEY, value json NOT NULL, expires_at timestamptz);
+        CREATE INDEX qapp_kv_expiry ON qapp_kv (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE TABLE qapp_locks (
+            name bytea PRIMARY KEY, token text NOT NULL, expires_at timestamptz NOT NULL,
+            fence bigint NOT NULL DEFAULT 0
+        );
+        INSERT INTO qapp_locks VALUES (convert_to('l', 'UTF8'), '', '-infinity', 41);
+        INSERT INTO qapp_locks VALUES (convert_to('m', 'UTF8'), '', '-infinity', 7);
+        INSERT INTO qapp_locks VALUES (convert_to('n', 'UTF8'), '', '-infinity', 3);
+        """,
+        database=name,
+    )
+    try:
+        async with await open_store(postgres_server.database_url(name)) as store:
+            async with store.lock("m", timeout=5) as m, store.lock("l", timeout=5) as lock:
+                assert min(m.token, lock.token) >= 42
+            counters = "SELECT count(*), min(last) FROM qapp_fence"
+            assert postgres_server.psql(counters, database=name).strip() == f"{sql.FENCE_SHARDS}|41"
+            await store.set("k", 1)  # sweeps in the background; closing waits
+        rows = postgres_server.psql("SELECT count(*) FROM qapp_locks", database=name)
+        assert rows.strip() == "0"
+    finally:
+        postgres_server.psql(f'DROP DATABASE "{name}"', database="postgres")
 
 
 async def test_locks_table_of_the_earlier_schema_gains_its_fence(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from harness.topologies import RedisCluster, RedisSentinel
 from qapp.state import ConfigurationError, StoreUnavailable, open_store, store_from_url
-from qapp.store.backends.redis_cluster import ClusterStore
+from qapp.store.backends.redis_cluster import SLOTS, ClusterStore, fence_key
 from qapp.store.backends.redis_sentinel import SentinelStore
 from qapp.store.backends.redis_urls import Durability
 from tests.test_fencing import ROUNDS, TestFencing, paused_holder_rounds
@@ -86,7 +87,8 @@ def test_urls_are_read_at_startup() -> None:
 
 
 async def test_cluster_keys_carry_their_hash_tag(redis_cluster: RedisCluster) -> None:
-    """Each key, lock and fence is stored in braces, and a fenced write across slots is refused."""
+    """Each key and lock is stored in braces, a lock's fence counter is its slot's, and a
+    fenced write across slots is refused."""
     async with await open_store(redis_cluster.url) as store:
         await store.set("k", 1)
         async with store.lock("{order:7}") as lease:
@@ -96,8 +98,20 @@ async def test_cluster_keys_carry_their_hash_tag(redis_cluster: RedisCluster) ->
         master = redis_cluster.master_of("qapp:k:{k}")
         with redis.Redis(port=master.port, decode_responses=True) as admin:
             assert admin.get("qapp:k:{k}") == "1"
+        counter = fence_key(key_slot(b"qapp:l:{{order:7}}"))
+        with redis.Redis(port=redis_cluster.master_of(counter).port) as admin:
+            assert int(admin.get(counter) or 0) == lease.token
+            assert admin.pttl(counter) == -1  # one per slot, for good
         assert await store.get("{order:7}:total") == 5
     redis_cluster.flushall()
+
+
+def test_every_slot_has_a_fence_counter_of_its_own() -> None:
+    """For each of the 16,384 slots, the fence counter's key hashes to that slot, so a lock
+    and its counter are always one script's keys; no two slots share a counter."""
+    keys = [fence_key(slot) for slot in range(SLOTS)]
+    assert [key_slot(key.encode()) for key in keys] == list(range(SLOTS))
+    assert all(key.count("{") == key.count("}") == 1 for key in keys)
 
 
 @pytest.mark.parametrize("topology", ["sentinel", "cluster"])

@@ -62,15 +62,16 @@ def install_handlers(app: Quart) -> None:
     """Answer a store outage or a lock timeout anywhere in ``app`` with a JSON 503.
 
     A write refused for a stale fencing token (:class:`~qapp.state.StaleLease`)
-    is a 409: the request lost its lock to a newer holder, and its write was
-    not made; retrying starts over under a new lease.
+    is a 409: the request lost its lock (its lease ran out, and maybe a newer
+    holder took it), and its write was not made; retrying starts over under a
+    new lease.
     """
 
     @app.errorhandler(StaleLease)
     async def stale_lease(exc: StaleLease) -> Response:
         log.warning("stale lease: %s", exc)
         return error_response(
-            409, "stale_lease", "a newer holder took the lock; nothing was written"
+            409, "stale_lease", "the lock was lost before the write; nothing was written"
         )
 
     @app.errorhandler(StoreUnavailable)

@@ -27,7 +27,10 @@ without atomic operations.
 - ``GET /lab/stampede/<strategy>/<key>/computations``: how often it ran.
 
 Each run uses a fresh key. Computations are counted with ``incr`` in the
-``lab`` namespace of the cache store, so the count itself cannot race.
+``lab`` namespace of the cache store, so the count itself cannot race; the
+count, like the value, expires after ``LAB_TTL`` seconds. A request that may
+compute a new key costs its client what a new memo key does: one of its
+``MEMO_QUOTA``, the same budget (:func:`~qapp.service.limits.charge_new_work`).
 
 **Refresh under load** (``GET /lab/refresh/<mode>``, for ``python -m bench``):
 one ``cached`` value, ``LAB_REFRESH_WORK`` seconds (0.25) to compute and fresh
@@ -52,6 +55,7 @@ from qapp.ext import Cached, cached, get_store, session
 from qapp.service import apidoc, config
 from qapp.service.apidoc import document_response
 from qapp.service.errors import APIError
+from qapp.service.limits import charge_new_work
 from qapp.service.validation import check_key
 from qapp.state import Store
 
@@ -183,7 +187,7 @@ def _home() -> Store:
 async def work(strategy: str, key: str) -> dict[str, Any]:
     """The expensive computation: ``LAB_WORK`` seconds, counted atomically once done."""
     await asyncio.sleep(config.number("QAPP_LAB_WORK"))
-    number = await _home().incr(f"count:{strategy}:{key}")
+    number = await _home().incr(f"count:{strategy}:{key}", ttl=config.number("QAPP_LAB_TTL"))
     return {"computation": number, "worker": os.getpid(), "computed_at": time.time()}
 
 
@@ -193,9 +197,18 @@ async def single_flight_value(key: str) -> dict[str, Any]:
 
 
 async def refresh_value(mode: str) -> dict[str, Any]:
-    """The refresh route's value: ``LAB_REFRESH_WORK`` seconds of work."""
+    """The refresh route's value: ``LAB_REFRESH_WORK`` seconds of work, numbered.
+
+    The number comes from a counter of the mode's own (one of three keys, kept
+    ``LAB_TTL`` after the last computation), not from ``cached``'s count, which
+    goes with each expired value: the benchmark reads how many times the value
+    was computed across many expiries.
+    """
     await asyncio.sleep(config.number("QAPP_LAB_REFRESH_WORK"))
-    return {"worker": os.getpid(), "computed_at": time.time()}
+    store, counter, ttl = _home(), f"refresh:{mode}", config.number("QAPP_LAB_TTL")
+    number = await store.incr(counter, ttl=ttl)
+    await store.expire(counter, ttl)
+    return {"computation": number, "worker": os.getpid(), "computed_at": time.time()}
 
 
 def _flights() -> dict[str, Cached[[Any], dict[str, Any]]]:
@@ -234,13 +247,17 @@ async def stampede(strategy: str, key: str) -> dict[str, Any]:
     _strategy(strategy)
     check_key(key)
     if strategy == "cached":
-        info = await _flights()["cached"].get_with_info(key)
+        flight = _flights()["cached"]
+        if not await flight.computations(key):
+            await charge_new_work()
+        info = await flight.get_with_info(key)
         value, fresh = info.value, not info.cached
     else:
         store = _home()
         value = await store.get(f"naive:{key}")
         fresh = value is None
         if value is None:
+            await charge_new_work()
             value = await work("naive", key)
             await store.set(f"naive:{key}", value, ttl=config.number("QAPP_LAB_TTL"))
     return {
@@ -274,7 +291,7 @@ async def refresh(mode: str) -> dict[str, Any]:
     info = await _flights()[mode].get_with_info(mode)
     return {
         "mode": mode,
-        "computation": info.computations,
+        "computation": info.value.get("computation", info.computations),
         "stale": info.stale,
         "cached": info.cached,
         "ttl": config.number("QAPP_LAB_REFRESH_TTL"),

@@ -18,11 +18,18 @@ from typing import Any
 
 from quart import current_app
 
-from qapp.ext import check_rate_limit, refund_rate_limit
+from qapp.ext import check_rate_limit, client_key, refund_rate_limit
 from qapp.state import ConfigurationError
 from qapp.store.ratelimit import Limit, Verdict, parse_limit
 
-__all__ = ["give_back", "lockout_risk", "login_limits", "one_client_share", "throttle"]
+__all__ = [
+    "charge_new_work",
+    "give_back",
+    "lockout_risk",
+    "login_limits",
+    "one_client_share",
+    "throttle",
+]
 
 
 async def throttle(setting: str, key: str, scope: str) -> Verdict | None:
@@ -105,3 +112,13 @@ def lockout_risk(config: Mapping[str, Any]) -> str | None:
         f"QAPP_LOGIN_ACCOUNT_LIMIT ({ceiling.count}): one stranger can lock the owner out; "
         "make QAPP_LOGIN_LIMIT tighter or QAPP_LOGIN_ACCOUNT_LIMIT larger"
     )
+
+
+async def charge_new_work() -> None:
+    """Count a request that may compute a key never computed (or forgotten) against its client.
+
+    The memo and the lab's stampede rows share one budget per client,
+    ``QAPP_MEMO_QUOTA``: each new key costs a computation and stored entries,
+    and no route is a side door around the others' quota. 429 once it is spent.
+    """
+    await throttle("MEMO_QUOTA", client_key(), "memo-new")

@@ -41,10 +41,10 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, Quart, current_app
 
-from qapp.ext import Cached, cached, client_key
+from qapp.ext import Cached, cached
 from qapp.service import config
 from qapp.service.apidoc import document_response
-from qapp.service.limits import throttle
+from qapp.service.limits import charge_new_work
 from qapp.service.validation import check_key
 
 bp = Blueprint("memo", __name__, url_prefix="/memo")
@@ -106,7 +106,7 @@ async def memo(key: str) -> dict[str, Any]:
         # A key never computed (or long forgotten) costs a computation: each
         # client may ask for so many new ones (MEMO_QUOTA), so that one
         # client cannot run the work for thousands of made-up keys.
-        await throttle("MEMO_QUOTA", client_key(), "memo-new")
+        await charge_new_work()
     info = await memo.get_with_info(key)
     return {
         "key": key,

@@ -47,10 +47,11 @@ class LockTimeout(StoreError):
 
 
 class StaleLease(StoreError):
-    """A write fenced by a lock was refused: a newer holder of that lock has been issued a token.
+    """A write fenced by a lock was refused: the lease no longer holds that lock.
 
-    The holder's lease ran out (it was paused, or too slow) and someone else
-    took the lock; what it meant to write would overwrite the newer holder's.
+    The holder's lease ran out (it was paused, or too slow), and someone else
+    may have taken the lock: what it meant to write could overwrite the newer
+    holder's. A write after the lock was released is refused the same way.
     """
 
 

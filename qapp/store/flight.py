@@ -29,8 +29,9 @@ An in-flight computation is not stopped by :meth:`Cached.invalidate`, and
 freshness is judged by each host's wall clock.
 
 Keys, in the namespace given (``cached`` by default) of the store:
-``v:<key>`` the entry, ``n:<key>`` the count of computations (kept a week after
-the last one); the lock and the notifications are named ``<key>``.
+``v:<key>`` the entry, ``n:<key>`` the count of computations (kept as long as
+the entry: ``ttl + stale`` after the last computation); the lock and the
+notifications are named ``<key>``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,6 @@ T = TypeVar("T")
 
 #: Where entries live unless the decorator names a namespace.
 DEFAULT_NAMESPACE = "cached"
-#: Seconds the count of a key's computations is kept after its last computation.
-COUNT_TTL = 7 * 24 * 3600.0
 #: Seconds of the first poll of a waiter, doubled up to one of the caps below.
 FIRST_POLL = 0.005
 #: The longest poll of a waiter that no notification can reach (SQLite).
@@ -327,11 +326,15 @@ class Cached(Refresher, Generic[P, T]):
             except InvalidValue as exc:
                 raise InvalidValue(f"{self.name} returned a value that is not JSON: {exc}") from exc
             delta = time.monotonic() - started
-            count = await store.incr("n:" + key, ttl=COUNT_TTL)
-            await store.expire("n:" + key, COUNT_TTL)
+            # The count lives as long as the entry (it is renewed after the
+            # entry is written, so it never goes first): each key costs
+            # nothing once its value is gone.
+            life = self.ttl + self.stale
+            count = await store.incr("n:" + key, ttl=life)
             if self.unless is None or not self.unless(value):
                 entry = Entry(loads(text), time.time() + self.ttl, delta, count)
-                await store.set("v:" + key, entry.as_json(), ttl=self.ttl + self.stale)
+                await store.set("v:" + key, entry.as_json(), ttl=life)
+            await store.expire("n:" + key, life)
             return Found(text, cached=False, stale=False, computations=count)
         finally:
             stop.set()

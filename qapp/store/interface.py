@@ -226,17 +226,20 @@ class Store(abc.ABC):
     async def set_fenced(
         self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
     ) -> None:
-        """:meth:`set`, done only if no newer token than ``lease``'s has been issued for its lock.
+        """:meth:`set`, done only while ``lease`` still holds its lock.
 
         The check and the write are one atomic step in the store, so a holder
         whose lease ran out while it was paused cannot overwrite what the
-        next holder wrote, however late it wakes up. ``lease.set(key, value)``
+        next holder wrote, however late it wakes up. The store keeps nothing
+        per lock name for this: the lock's entry records its holder, and a
+        newer holder can exist only once that entry is gone. ``lease.set(key, value)``
         says the same. On Redis Cluster the key and the lock's name must
         share a slot: name them ``{tag}…`` with one tag (see
         :mod:`qapp.store.backends.redis_cluster`).
 
         Raises:
-            StaleLease: a newer token has been issued for ``lease``'s lock.
+            StaleLease: ``lease``'s lock was released, its lease ran out, or a
+                newer holder took it.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot fence writes")
 

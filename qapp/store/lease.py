@@ -27,7 +27,7 @@ class FencedWriter(Protocol):
     async def set_fenced(
         self, key: str, value: Any, lease: Lease, ttl: float | None = None
     ) -> None:
-        """Write ``value`` at ``key`` unless a newer holder of ``lease``'s lock exists."""
+        """Write ``value`` at ``key`` only while ``lease`` still holds its lock."""
 
 
 class Lease:
@@ -46,17 +46,19 @@ class Lease:
         #: Seconds each renewal gives the lease, counted from the renewal.
         self.timeout = timeout
         #: The fencing token: issued by the store when the lock was taken,
-        #: strictly greater than every earlier holder's of the same name.
+        #: strictly greater than every earlier holder's of the same name (from
+        #: a counter of the whole store, so nothing is kept per name).
         self.token = token
         #: The store (or namespace view) whose ``lock`` took it: where
         #: :meth:`set` writes. Set by the store that hands the lease out.
         self.view: FencedWriter | None = None
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Write ``value`` at ``key`` of :attr:`view`, unless a newer holder took the lock.
+        """Write ``value`` at ``key`` of :attr:`view`, only while this lease holds the lock.
 
         Raises:
-            StaleLease: a newer token has been issued for this lock.
+            StaleLease: the lock was released, its lease ran out, or a newer
+                holder took it.
         """
         if self.view is None:
             raise RuntimeError("this lease was not handed out by a store")

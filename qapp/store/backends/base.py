@@ -6,9 +6,10 @@ host. :class:`SharedStore` builds the store's :meth:`~qapp.state.Store.lock`
 on two primitives each backend implements, :meth:`~SharedStore.try_acquire`
 and :meth:`~SharedStore.release`, both keyed by a random token so that a
 holder whose lease ran out can never free the next holder's lock. Taking a
-lock also issues its *fencing token*, strictly increasing per lock name, in
-the same atomic step: the holder's :class:`~qapp.state.Lease` carries it, and
-a fenced write (``set_fenced``) is refused once a newer one exists. A third,
+lock also issues its *fencing token*, strictly increasing per lock name (from
+a counter of the whole store, not one kept per name), in the same atomic step: the holder's
+:class:`~qapp.state.Lease` carries it, and a fenced write (``set_fenced``) is
+refused once the lock is no longer that holder's. A third,
 :meth:`~SharedStore.extend`, renews a held lock's lease by the same token:
 that is what :meth:`~qapp.state.Store.lease` hands its holder.
 
@@ -62,7 +63,8 @@ class SharedStore(Store):
 
         Returns 0 if it is held; else the lock's new fencing token, issued in
         the same atomic step and greater than every token issued before for
-        ``name`` (a backend that issues none returns True, i.e. 1).
+        ``name`` (a backend that issues none returns True, i.e. 1). A released
+        lock leaves nothing behind: the tokens come from the store's counter.
         """
 
     @abc.abstractmethod

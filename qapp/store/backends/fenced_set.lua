@@ -1,9 +1,11 @@
--- Write a value only while the writer's fencing token is the lock's latest.
--- KEYS[1]: the lock's fence; KEYS[2]: the key to write.
--- ARGV[1]: the writer's token; ARGV[2]: the value; ARGV[3]: expiry in ms, or "".
--- Returns 1 if written, 0 if a newer token was issued (or the fence is gone).
--- On Cluster both keys must share a slot: name the key and the lock with one
--- hash tag.
+-- Write a value only while the writer still holds the lock.
+-- KEYS[1]: the lock; KEYS[2]: the key to write.
+-- ARGV[1]: the holder's random token; ARGV[2]: the value; ARGV[3]: expiry in ms, or "".
+-- Returns 1 if written, 0 if the lock was released, lapsed or has another
+-- holder. A newer holder can take the lock only once this one's key is gone,
+-- and holds it with another token: a superseded holder's write is refused,
+-- however late it comes. On Cluster both keys must share a slot: name the
+-- key and the lock with one hash tag.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0
 end

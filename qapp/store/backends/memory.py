@@ -63,9 +63,11 @@ class MemoryStore(Store):
         self.buckets: dict[str, Bucket] = {"": OrderedDict()}
         # name -> (lock, holders and waiters)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        # name -> the last fencing token issued for it. Kept for good (one int
-        # per lock name ever taken): forgetting one would let its tokens restart.
-        self._fences: dict[str, int] = {}
+        # The last fencing token issued, for any name: one counter for the whole
+        # store, so tokens rise per name without an entry kept per name.
+        self._fence = 0
+        # name -> the token of its holder, only while the lock is held.
+        self._holders: dict[str, int] = {}
 
     def namespace(self, name: str) -> Store:
         view = super().namespace(name)
@@ -193,8 +195,8 @@ class MemoryStore(Store):
     ) -> None:
         raw, ttl = dumps(value), check_ttl(ttl)
         # No await between the check and the write: atomic within the loop.
-        if self._fences.get(lease.name) != lease.token:
-            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+        if self._holders.get(lease.name) != lease.token:
+            raise StaleLease(f"lock {lease.name!r} is no longer held by token {lease.token}")
         self._put(key, raw, ttl)
 
     @contextlib.asynccontextmanager
@@ -213,12 +215,14 @@ class MemoryStore(Store):
                     await lock.acquire()
             except TimeoutError:
                 raise LockTimeout(f"lock {name!r} not acquired within {wait:g}s") from None
-            fence = self._fences[name] = self._fences.get(name, 0) + 1
+            self._fence += 1
+            fence = self._holders[name] = self._fence
             held = Lease(name, lease, fence)
             held.view = self
             try:
                 yield held
             finally:
+                del self._holders[name]
                 lock.release()
         finally:
             # Forget a lock nobody holds or waits for, so names cannot pile up.

@@ -3,7 +3,7 @@
 ``postgresql://user:password@host:port/database`` (or ``postgres://``), with
 libpq-style query options such as ``sslmode``; any other query option is
 sent to the server as a setting (``?search_path=myschema``). The tables
-``qapp_kv`` and ``qapp_locks`` are created at connect if missing.
+``qapp_kv``, ``qapp_locks`` and ``qapp_fence`` are created at connect if missing.
 
 The driver is asyncpg. Over a pool of 20 and 2 s of single-statement
 ``UPSERT … RETURNING`` increments on a local server, it did 9.6k–10.0k/s from
@@ -22,12 +22,14 @@ Why it is correct under many coroutines, processes and hosts:
   … RETURNING``: one statement that PostgreSQL makes atomic, never a read
   followed by a write. Increments of one key that overlap in one worker go
   out as one UPSERT of their sum (:mod:`qapp.store.backends.coalesce`).
-- Taking a lock issues its fencing token in the same statement (the lock
-  row's ``fence`` plus one); releasing it frees the row but keeps it, so the
-  next token is greater still, and renewing it is one ``UPDATE`` checked
-  against the holder's random token. A fenced write is one statement that
-  share-locks the lock's row, so no newer holder can take the lock between
-  its check of the fence and its write.
+- Taking a lock issues its fencing token in the same statement, from the
+  store's fence counter (``qapp_fence``, 64 rows: a name always draws from
+  one, so that takers of other names need not queue on it); releasing it
+  deletes the row, and
+  renewing it is one ``UPDATE`` checked against the holder's random token. A
+  fenced write is one statement that share-locks the lock's row while the
+  holder's lease lasts, so no newer holder can take the lock between its
+  check and its write.
 - Expiry is computed on the database server's clock
   (``statement_timestamp()``), so hosts whose clocks disagree still agree on
   what has expired. Expired rows are never returned, and writers sweep them
@@ -61,6 +63,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,6 +77,7 @@ from qapp.store.backends.postgres_sql import (
     DELETE,
     EXPIRE,
     EXTEND,
+    FENCE_SHARDS,
     GET,
     INCR,
     LOCK,
@@ -83,6 +87,7 @@ from qapp.store.backends.postgres_sql import (
     SET,
     SET_FENCED,
     SWEEP,
+    SWEEP_LOCKS,
     UNLOCK,
 )
 from qapp.store.backends.postgres_wakeups import Wakeups, payload
@@ -131,7 +136,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: would overflow PostgreSQL's interval, and outlives every reader anyway.
 TTL_CAP = 1e10
 #: The store's tables, all created together (see SCHEMA).
-TABLES = ("qapp_kv", "qapp_locks")
+TABLES = ("qapp_kv", "qapp_locks", "qapp_fence")
 
 
 # Errors after which the pool's connections are presumed gone: the network,
@@ -190,6 +195,11 @@ def _key(key: str) -> bytes:
 
 def _seconds(ttl: float | None) -> float | None:
     return None if ttl is None else min(ttl, TTL_CAP)
+
+
+def fence_shard(name: bytes) -> int:
+    """The row of the fence counter that issues the lock ``name``'s tokens, always the same."""
+    return zlib.crc32(name) % FENCE_SHARDS
 
 
 async def _prepare(conn: Connection) -> None:
@@ -301,6 +311,7 @@ class PostgresStore(PostgresKeys, SharedStore):
         # Best effort: reads filter expired rows anyway; the next sweep tries again.
         try:
             await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
+            await self._fetch(SWEEP_LOCKS)
         except StoreError as exc:
             log.warning("sweep of expired rows failed: %s", exc)
 
@@ -366,7 +377,8 @@ class PostgresStore(PostgresKeys, SharedStore):
         return value
 
     async def try_acquire(self, name: str, token: str, lease: float) -> int:
-        rows = await self._fetch(LOCK, _key(name), token, _seconds(lease))
+        key = _key(name)
+        rows = await self._fetch(LOCK, key, token, _seconds(lease), fence_shard(key))
         fence: int = rows[0][0] if rows else 0
         return fence
 
@@ -384,7 +396,7 @@ class PostgresStore(PostgresKeys, SharedStore):
             SET_FENCED, _key(key), raw, _seconds(ttl), _key(lease.name), lease.token
         )
         if not rows:
-            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+            raise StaleLease(f"lock {lease.name!r} is no longer held by token {lease.token}")
 
     def listen(self, name: str) -> contextlib.AbstractAsyncContextManager[Wakeup]:
         """Listen for ``notify(name)`` from every worker of every host, over LISTEN/NOTIFY."""

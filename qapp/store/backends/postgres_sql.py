@@ -12,10 +12,15 @@ from __future__ import annotations
 SCHEMA_LOCK = 0x71617070  # "qapp"
 #: The channel that carries every notification of the database (see Wakeups).
 WAKEUP_CHANNEL = "qapp_wakeup"
+#: Rows of the fence counter: a lock name always draws from one (see LOCK).
+FENCE_SHARDS = 64
+#: The most dead holders' lock rows one sweep deletes (each sweep runs again later).
+LOCK_SWEEP_LIMIT = 1000
 
 SCHEMA_PRESENT = """
 SELECT to_regclass('qapp_kv') IS NOT NULL
    AND to_regclass('qapp_kv_expiry') IS NOT NULL
+   AND to_regclass('qapp_fence') IS NOT NULL
    AND EXISTS (
        SELECT 1 FROM pg_attribute
        WHERE attrelid = to_regclass('qapp_locks') AND attname = 'fence' AND NOT attisdropped
@@ -43,6 +48,17 @@ CREATE TABLE IF NOT EXISTS qapp_locks (
 );
 -- A database made before locks had fencing tokens gets the column here.
 ALTER TABLE qapp_locks ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
+-- The store's fence counter, in FENCE_SHARDS rows: the last token each issued,
+-- so that a lock's row can go once it is released (see LOCK). Seeded above
+-- every fence that rows of a database made by an earlier version hold.
+CREATE TABLE IF NOT EXISTS qapp_fence (
+    shard int PRIMARY KEY CHECK (shard >= 0 AND shard < {FENCE_SHARDS}),
+    last bigint NOT NULL
+);
+INSERT INTO qapp_fence (shard, last)
+SELECT shard, (SELECT coalesce(max(fence), 0) FROM qapp_locks)
+FROM generate_series(0, {FENCE_SHARDS - 1}) AS shard
+ON CONFLICT (shard) DO NOTHING;
 """
 
 # statement_timestamp() is the server's clock at the start of the statement:
@@ -91,7 +107,6 @@ RETURNING value::text::int8
 # row it deletes. It answers how many rows went. The keys are gathered into
 # an array first, so that the rows are found by the primary key: with
 # "key IN (subquery)" the planner may hash-join a scan of the whole table.
-# Lock rows are never swept: each keeps its lock's fence (see UNLOCK).
 SWEEP = f"""
 WITH gone AS (
     DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
@@ -102,33 +117,59 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone
 """
-# Taking the lock issues its next fencing token in the same statement. On a
-# conflict PostgreSQL locks the row and evaluates WHERE and SET on its latest
-# version, so two takers never both win, nor get one token.
+# The rows of locks whose holder died (a released lock's row is deleted at
+# once), bounded and skipping rows in use as SWEEP does.
+SWEEP_LOCKS = f"""
+DELETE FROM qapp_locks WHERE name IN (
+    SELECT name FROM qapp_locks WHERE expires_at <= {_NOW}
+    LIMIT {LOCK_SWEEP_LIMIT} FOR UPDATE SKIP LOCKED
+) AND expires_at <= {_NOW}
+"""
+# Taking the lock issues the next fencing token of its name's counter row
+# ($4, always the same for a name) in the same statement, so tokens rise for
+# every name with no row kept per name. The counter's row stays locked until
+# the statement commits, so a token is never issued before an earlier one's
+# lock row is in place: a taker that drew a smaller token cannot take the lock
+# after a holder with a greater one has come and gone. That serialises the
+# takers of one row's names on its commits, which is why there are
+# FENCE_SHARDS rows. A lock that is visibly held draws no token (waiters poll
+# without queueing on the counter). On a conflict PostgreSQL locks the lock's
+# row and evaluates WHERE and SET on its latest version, so two takers never
+# both win.
 LOCK = f"""
+WITH issued AS (
+    INSERT INTO qapp_fence (shard, last)
+    SELECT $4, 1 WHERE NOT EXISTS (
+        SELECT 1 FROM qapp_locks WHERE name = $1 AND expires_at > {_NOW}
+    )
+    ON CONFLICT (shard) DO UPDATE SET last = qapp_fence.last + 1
+    RETURNING last
+)
 INSERT INTO qapp_locks (name, token, expires_at, fence)
-VALUES ($1, $2, {_NOW} + $3::float8 * interval '1 second', 1)
+SELECT $1, $2, {_NOW} + $3::float8 * interval '1 second', last FROM issued
 ON CONFLICT (name) DO UPDATE SET
-    token = excluded.token, expires_at = excluded.expires_at, fence = qapp_locks.fence + 1
+    token = excluded.token, expires_at = excluded.expires_at, fence = excluded.fence
 WHERE qapp_locks.expires_at <= {_NOW}
 RETURNING fence
 """
-# A released lock's row stays, free, to keep its fence: deleting it would let
-# the next holder's token start again from 1, and a holder paused since an
-# earlier 1 write again. One row per lock name ever taken.
-UNLOCK = """
-UPDATE qapp_locks SET token = '', expires_at = '-infinity' WHERE name = $1 AND token = $2
-"""
-# A write that happens only while $5 is the lock's latest token, in one
-# statement. FOR SHARE makes the check hold until the write commits: a taker
-# whose LOCK commits first is seen (the row's latest version is read), and
-# one that comes later waits for the write. A plain read would compare
-# against the statement's snapshot, and a new holder's lock and write could
-# both slip in between that read and this write.
+# Releasing deletes the row: the fence counter, not the row, keeps tokens rising.
+UNLOCK = "DELETE FROM qapp_locks WHERE name = $1 AND token = $2"
+# A write that happens only while $5 holds the lock (its row is there and its
+# lease lasts), in one statement. A newer holder can take the lock only once
+# that row has expired or gone, and its token is then another: a superseded
+# holder's write is refused, however late. FOR SHARE makes the check hold
+# until the write commits: a taker whose LOCK committed first is seen (the
+# row's latest version is checked again), and one that comes later waits for
+# the write. A plain read would check the statement's snapshot, and a new
+# holder's lock and write could both slip in between that read and this write.
 SET_FENCED = f"""
-WITH held AS (SELECT fence FROM qapp_locks WHERE name = $4 FOR SHARE)
+WITH held AS (
+    SELECT 1 FROM qapp_locks
+    WHERE name = $4 AND fence = $5 AND expires_at > {_NOW}
+    FOR SHARE
+)
 INSERT INTO qapp_kv (key, value, expires_at)
-SELECT $1, $2::text::json, {_EXPIRES} FROM held WHERE held.fence = $5
+SELECT $1, $2::text::json, {_EXPIRES} FROM held
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 RETURNING 1
 """

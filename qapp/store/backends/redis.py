@@ -20,8 +20,9 @@ their sum, and each caller gets its own number from the range it returns
 (:mod:`qapp.coalesce`).
 
 Keys are stored under ``qapp:k:`` and locks under ``qapp:l:``, so data and
-locks never collide; each lock's fencing token lives under ``qapp:f:``, and
-stays there (one small key per lock name ever taken).
+locks never collide. Fencing tokens come from one counter, ``qapp:fence``
+(on Cluster one per hash slot): a lock's key goes when it is released or its
+lease runs out, and nothing is kept per lock name.
 
 Commands are sent raw (``SET k v NX PX ms``), each through :meth:`_write`
 when it changes data, so that durable mode can follow it with ``WAIT`` on
@@ -47,7 +48,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from qapp.store.backends.base import SharedStore
+from qapp.store.backends.base import SharedStore, TokenLease
 from qapp.store.backends.redis_keys import RedisKeys
 from qapp.store.backends.redis_urls import Durability, check_client_url, split_durability
 from qapp.store.backends.redis_wakeups import Wakeups
@@ -67,7 +68,8 @@ POOL_OPTIONS: dict[str, Any] = {
 
 DATA_PREFIX = "qapp:k:"
 LOCK_PREFIX = "qapp:l:"
-FENCE_PREFIX = "qapp:f:"
+#: The counter that issues fencing tokens: the last token, for any lock name.
+FENCE_KEY = "qapp:fence"
 #: Channels of notify/listen, followed by the database number and a colon:
 #: pub/sub is shared by every database of a server.
 WAKEUP_PREFIX = "qapp:w:"
@@ -156,8 +158,8 @@ class RedisStore(RedisKeys, SharedStore):
         return LOCK_PREFIX + name
 
     def _fence_key(self, name: str) -> str:
-        """The Redis key that holds the last fencing token issued for the lock ``name``."""
-        return FENCE_PREFIX + name
+        """The counter that issues the lock ``name``'s fencing tokens: one per database."""
+        return FENCE_KEY
 
     def _connect(self) -> _Client:
         """The worker's client, created on first use inside its event loop."""
@@ -330,13 +332,17 @@ class RedisStore(RedisKeys, SharedStore):
         self, key: str, value: JSONValue, lease: Lease, ttl: float | None = None
     ) -> None:
         raw, ttl = dumps(value), check_ttl(ttl)
-        keys = [self._fence_key(lease.name), self._data_key(key)]
+        keys = [self._lock_key(lease.name), self._data_key(key)]
         self._check_one_slot(keys)
-        args: list[str | int] = [lease.token, raw, "" if ttl is None else _ms(ttl)]
+        if not isinstance(lease, TokenLease):
+            raise StaleLease(f"lock {lease.name!r} was not taken from this store")
+        # The lock's key holds its holder's random token: the write checks that
+        # this lease's holder still holds the lock.
+        args: list[str | int] = [lease.holder, raw, "" if ttl is None else _ms(ttl)]
         async with self._command(write=True) as client:
             written = await self._eval(client, SET_FENCED, keys, args)
         if not written:
-            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+            raise StaleLease(f"lock {lease.name!r} is no longer held by token {lease.token}")
 
     def _check_one_slot(self, keys: list[str]) -> None:
         """Raise ValueError unless one script may touch all of ``keys`` (always, but on Cluster)."""

@@ -6,17 +6,20 @@ cluster (``rediss+cluster://`` for TLS; the options are
 has no path. Everything but the client and the key names is
 :class:`~qapp.store.backends.redis.RedisStore`'s.
 
-Keys and hash tags. A Lua script may only touch keys of one slot, and each
-of qapp's scripts touches one name's keys, so every Redis key is the name in
-braces, a *hash tag*: ``qapp:k:{<key>}``, ``qapp:l:{<lock>}``,
-``qapp:f:{<lock>}``. Redis hashes only the text between the first ``{`` and
+Keys and hash tags. A Lua script may only touch keys of one slot, so every
+Redis key is its name in braces, a *hash tag*: ``qapp:k:{<key>}``,
+``qapp:l:{<lock>}``. Redis hashes only the text between the first ``{`` and
 the first ``}`` after it, so:
 
-- a lock and its fencing token always share a slot (taking a lock issues
-  its token in one script);
 - keys spread over every slot, and so over every master;
+- taking a lock issues its fencing token in the same script, from a counter
+  in the lock's slot: ``qapp:fence:{<tag>}``, whose tag is a short text
+  chosen to hash to that slot (:func:`fence_key`). One counter per slot, at
+  most 16,384 keys whatever the number of lock names, and each name's tokens
+  rise because a name always hashes to the same slot (a slot that moves to
+  another master takes its counter along);
 - a fenced write (:meth:`~qapp.state.Store.set_fenced`) checks the lock's
-  token and writes the key in one script, so the key and the lock name must
+  holder and writes the key in one script, so the key and the lock name must
   share a slot: use the same name for both, or start both with one tag of
   your own, Redis's way (lock ``{order:7}``, key ``{order:7}:total``: both
   hash ``{order:7``). Anything else is refused with ValueError before it
@@ -41,6 +44,8 @@ this worker only here (``Wakeup.pushes`` is False, so waiters poll).
 from __future__ import annotations
 
 import contextlib
+import functools
+from binascii import crc_hqx
 from typing import Any
 
 import redis.exceptions
@@ -50,7 +55,7 @@ from redis.crc import key_slot
 from qapp.store.backends.redis import (
     DATA_PREFIX,
     FAILURES,
-    FENCE_PREFIX,
+    FENCE_KEY,
     LOCK_PREFIX,
     POOL_OPTIONS,
     RedisStore,
@@ -70,11 +75,64 @@ CLUSTER_PORT = 6379
 SPARE_CONNECTIONS = 2
 #: Answers that mean the command did not run because the layout changed.
 REDIRECTS = (redis.exceptions.AskError, redis.exceptions.TryAgainError)
+#: Redis Cluster's hash slots: a key's slot is the CRC16 of its tag, modulo this.
+SLOTS = 16384
+#: The tag of :func:`fence_key` before it is adjusted to a slot: four backquotes,
+#: whose four low bits each (16 bits in all) are flipped to reach any slot,
+#: giving one of `` ` a b … o``, never a brace.
+FENCE_TAG_BASE = b"````"
 
 
 def tagged(prefix: str, name: str) -> str:
     """``prefix{name}``: the Redis key of ``name``, hashed on ``name`` (see the module doc)."""
     return f"{prefix}{{{name}}}"
+
+
+def _slot_of(tag: bytes) -> int:
+    """The slot of a key whose hash tag is ``tag`` (which holds no brace)."""
+    # CRC16/XMODEM, as Redis hashes keys: with no initial value and no final
+    # xor, it is linear over the bits of messages of one length.
+    return crc_hqx(tag, 0) % SLOTS
+
+
+@functools.cache
+def _flip_basis() -> tuple[tuple[int, int], ...]:
+    """Bit flips of :data:`FENCE_TAG_BASE` that reach every slot: (slot bits, flips) pairs.
+
+    Each flip of one low bit of one byte changes the slot by a fixed xor (the
+    CRC is linear); Gaussian elimination over GF(2) keeps 14 independent ones,
+    each with a distinct leading bit, which is as many as a slot has bits.
+    """
+    basis: list[tuple[int, int]] = []
+    for flip in range(len(FENCE_TAG_BASE) * 4):
+        diff = bytearray(len(FENCE_TAG_BASE))
+        diff[flip // 4] = 1 << (flip % 4)
+        value, flips = _slot_of(bytes(diff)), 1 << flip
+        for bits, more in basis:
+            if value ^ bits < value:  # bits' leading bit is set in value: clear it
+                value, flips = value ^ bits, flips ^ more
+        if value:
+            basis = sorted([*basis, (value, flips)], reverse=True)
+    if len(basis) != SLOTS.bit_length() - 1:
+        raise AssertionError("the fence tag's flips do not reach every slot")
+    return tuple(basis)
+
+
+def fence_key(slot: int) -> str:
+    """``qapp:fence:{<tag>}``: the fence counter of the locks of hash slot ``slot``.
+
+    The tag is :data:`FENCE_TAG_BASE` with the bit flips that move its slot
+    to ``slot``, found by solving one xor equation, not by a search.
+    """
+    value, flips = slot ^ _slot_of(FENCE_TAG_BASE), 0
+    for bits, more in _flip_basis():
+        if value ^ bits < value:
+            value, flips = value ^ bits, flips ^ more
+    tag = bytearray(FENCE_TAG_BASE)
+    for flip in range(len(tag) * 4):
+        if flips >> flip & 1:
+            tag[flip // 4] ^= 1 << (flip % 4)
+    return f"{FENCE_KEY}:{{{tag.decode()}}}"
 
 
 class ClusterStore(LocalWakeups, RedisStore):
@@ -96,7 +154,7 @@ class ClusterStore(LocalWakeups, RedisStore):
         return tagged(LOCK_PREFIX, name)
 
     def _fence_key(self, name: str) -> str:
-        return tagged(FENCE_PREFIX, name)
+        return fence_key(key_slot(self._lock_key(name).encode()))
 
     def _check_one_slot(self, keys: list[str]) -> None:
         if len({key_slot(key.encode()) for key in keys}) > 1:

@@ -15,6 +15,9 @@ Why it is correct under many coroutines and many processes:
   Increments of one key that overlap in one worker go out as one UPSERT of
   their sum, and each caller gets its own number from the range it returns
   (:mod:`qapp.coalesce`): one write transaction instead of many.
+- A lock is a row taken by an UPSERT that succeeds only over an expired row,
+  and deleted when released; its fencing token is the store's next, from the
+  one counter row ``qapp_fence``, bumped in the same statement.
 - WAL lets readers run beside the single writer, and ``busy_timeout`` makes a
   writer wait for the lock instead of failing with "database is locked".
 - Expiry uses the wall clock (``time.time``), the only clock that every
@@ -73,6 +76,26 @@ CREATE TABLE IF NOT EXISTS qapp_locks (
 """
 # A database made before locks had fencing tokens gets the column on open.
 ADD_FENCE = "ALTER TABLE qapp_locks ADD COLUMN fence INTEGER NOT NULL DEFAULT 0"
+# The store's one fence counter: the last token issued, for any lock name, so
+# that a lock's row can go once it is released (see LOCK). Seeded above every
+# fence that rows of a database made by an earlier version hold, and bumped by
+# the lock's own statement through the triggers (one statement can write one
+# table only; a trigger's writes are part of that statement).
+FENCE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS qapp_fence (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO qapp_fence (id, last) SELECT 1, coalesce(max(fence), 0) FROM qapp_locks;
+CREATE TRIGGER IF NOT EXISTS qapp_fence_issued AFTER INSERT ON qapp_locks BEGIN
+    INSERT INTO qapp_fence (id, last) VALUES (1, NEW.fence)
+    ON CONFLICT (id) DO UPDATE SET last = max(last, excluded.last);
+END;
+CREATE TRIGGER IF NOT EXISTS qapp_fence_reissued AFTER UPDATE OF fence ON qapp_locks BEGIN
+    INSERT INTO qapp_fence (id, last) VALUES (1, NEW.fence)
+    ON CONFLICT (id) DO UPDATE SET last = max(last, excluded.last);
+END;
+"""
 
 # "Live" means not expired at :now. A dead row is treated as absent everywhere.
 _DEAD = "(qapp_kv.expires_at IS NOT NULL AND qapp_kv.expires_at <= :now)"
@@ -107,21 +130,29 @@ SWEEP = f"""
 DELETE FROM qapp_kv WHERE key IN (SELECT key FROM qapp_kv WHERE {_DEAD} LIMIT :batch)
 RETURNING 1
 """
-# Taking the lock issues its next fencing token in the same statement.
+# The rows of locks whose holder died: a released lock's row is deleted at once.
+SWEEP_LOCKS = "DELETE FROM qapp_locks WHERE expires_at <= :now"
+# Taking the lock issues the store's next fencing token in the same statement
+# (the trigger records it), so tokens rise for every name with no row kept per name.
 LOCK = """
-INSERT INTO qapp_locks (name, token, expires_at, fence) VALUES (:name, :token, :expires, 1)
+INSERT INTO qapp_locks (name, token, expires_at, fence)
+VALUES (:name, :token, :expires, coalesce((SELECT last FROM qapp_fence WHERE id = 1), 0) + 1)
 ON CONFLICT (name) DO UPDATE SET
-    token = excluded.token, expires_at = excluded.expires_at, fence = qapp_locks.fence + 1
+    token = excluded.token, expires_at = excluded.expires_at, fence = excluded.fence
 WHERE qapp_locks.expires_at <= :now
 RETURNING fence
 """
-# A released lock's row stays, free, to keep its fence: deleting it would let
-# the next holder's token start again from 1. One row per lock name ever taken.
-UNLOCK = "UPDATE qapp_locks SET token = '', expires_at = 0 WHERE name = :name AND token = :token"
-# A write that happens only while :fence is the lock's latest token, in one statement.
+# Releasing deletes the row: the fence counter, not the row, keeps tokens rising.
+UNLOCK = "DELETE FROM qapp_locks WHERE name = :name AND token = :token"
+# A write that happens only while :fence holds the lock (its row is there and
+# its lease lasts), in one statement. A newer holder can take the lock only
+# once that row has expired or gone, and its token is then another: a late
+# write of this holder is refused for ever after.
 SET_FENCED = """
 INSERT INTO qapp_kv (key, value, expires_at)
-SELECT :key, :value, :expires WHERE (SELECT fence FROM qapp_locks WHERE name = :name) = :fence
+SELECT :key, :value, :expires WHERE EXISTS (
+    SELECT 1 FROM qapp_locks WHERE name = :name AND fence = :fence AND expires_at > :now
+)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 RETURNING 1
 """
@@ -240,6 +271,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
                 # Another worker may add it first; the column is there either way.
                 with contextlib.suppress(sqlite3.OperationalError):
                     await conn.execute(ADD_FENCE)
+            await conn.executescript(FENCE_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             await conn.close()
             raise StoreUnavailable(f"cannot use SQLite database {self.path}: {exc}") from exc
@@ -288,6 +320,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         try:
             await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
             if still_ours():
+                await self._run(SWEEP_LOCKS, {"now": time.time()})
                 await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
         except StoreUnavailable as exc:
             log.warning("sweep of expired rows failed: %s", exc)
@@ -321,6 +354,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         """
         before = self.path.stat().st_size
         await self.sweep()
+        await self._run(SWEEP_LOCKS, {"now": time.time()})
         await self._run("PRAGMA auto_vacuum = INCREMENTAL", {})
         await self._run("VACUUM", {})
         return before - self.path.stat().st_size
@@ -385,7 +419,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
             "fence": lease.token,
         }
         if not await self._write(SET_FENCED, params):
-            raise StaleLease(f"lock {lease.name!r} has a newer holder than token {lease.token}")
+            raise StaleLease(f"lock {lease.name!r} is no longer held by token {lease.token}")
 
     async def release(self, name: str, token: str) -> None:
         await self._run(UNLOCK, {"name": name, "token": token})
