@@ -329,8 +329,13 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         return len(await self._run(SWEEP, {"now": time.time(), "batch": batch}))
 
     async def sweep(self) -> int:
-        """Delete every expired row now, a batch per statement; return how many went."""
-        return await sweep_in_batches(self._sweep_batch, self.sweeps)
+        """Delete every expired row now, a batch per statement; return how many went.
+
+        Dead holders' lock rows go too (they are not counted).
+        """
+        gone = await sweep_in_batches(self._sweep_batch, self.sweeps)
+        await self._run(SWEEP_LOCKS, {"now": time.time()})
+        return gone
 
     async def connect(self) -> None:
         await self._connection()
@@ -354,7 +359,6 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         """
         before = self.path.stat().st_size
         await self.sweep()
-        await self._run(SWEEP_LOCKS, {"now": time.time()})
         await self._run("PRAGMA auto_vacuum = INCREMENTAL", {})
         await self._run("VACUUM", {})
         return before - self.path.stat().st_size
