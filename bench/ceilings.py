@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from qapp.store.backends import postgres_sql
+from qapp.store.backends import postgres_sql, sqlite_sql
 from qapp.store.backends import sqlite as sqlite_backend
 from qapp.testing import PostgresServer, redis_server_binary
 from qapp.testing.postgres import SUPERUSER
@@ -82,14 +82,14 @@ async def _upsert_loop(path: Path, seconds: float) -> float:
         await conn.execute(f"PRAGMA busy_timeout = {sqlite_backend.BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.executescript(sqlite_backend.SCHEMA)
+        await conn.executescript(sqlite_sql.SCHEMA)
         params = {"key": "ceiling", "delta": 1, "expires": None, "now": time.time()}
         done = 0
         began = time.perf_counter()
         deadline = began + seconds
         while time.perf_counter() < deadline:
             # The store's own statement, fetched in the same driver call.
-            await conn.execute_fetchall(sqlite_backend.INCR, params)
+            await conn.execute_fetchall(sqlite_sql.INCR, params)
             done += 1
         return done / (time.perf_counter() - began)
 
