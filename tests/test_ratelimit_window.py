@@ -313,9 +313,9 @@ async def test_store_down_allowed_by_the_setting(
 # The boundary burst on real workers.
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HypercornServer]:
-    """The app under ``qapp serve`` with 4 workers, on SQLite or on Redis."""
+    """The app under ``qapp serve`` with 4 workers, on SQLite, Redis or PostgreSQL."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     env = {"QAPP_INSTANCE_PATH": str(tmp_path), "QAPP_STORE_URL": url}
     with HypercornServer(
