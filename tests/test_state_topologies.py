@@ -19,6 +19,15 @@ from qapp.state import ConfigurationError, StoreUnavailable, open_store, store_f
 from qapp.store.backends.redis_cluster import SLOTS, ClusterStore, fence_key
 from qapp.store.backends.redis_sentinel import SentinelStore
 from qapp.store.backends.redis_urls import Durability
+from tests.test_cache_control import (
+    test_clear_forgets_one_functions_values,
+    test_invalidate_tag_forgets_every_value_with_it,
+    test_method_of_a_class_is_cached_per_argument,
+    test_refresh_recomputes_a_fresh_value,
+    test_single_flight_holds_with_tags,
+    test_unless_keeps_nothing,
+)
+from tests.test_codecs import test_dataclass_round_trips_exactly
 from tests.test_fencing import ROUNDS, TestFencing, paused_holder_rounds
 from tests.test_state import (
     TestAdd,
@@ -48,7 +57,14 @@ __all__ = [
     "redis_cluster",
     "redis_sentinel",
     "sentinel_url",
+    "test_clear_forgets_one_functions_values",
+    "test_dataclass_round_trips_exactly",
+    "test_invalidate_tag_forgets_every_value_with_it",
+    "test_method_of_a_class_is_cached_per_argument",
     "test_namespaces_do_not_collide",
+    "test_refresh_recomputes_a_fresh_value",
+    "test_single_flight_holds_with_tags",
+    "test_unless_keeps_nothing",
 ]
 
 pytestmark = pytest.mark.slow
