@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def test_sigterm_runs_after_serving_in_every_worker(tmp_path: Path) -> None:
         workers=3, app="lifespan_app:app", cwd=tmp_path, env={"MARKS": str(marks)}, server="granian"
     )
     with server:
+        # The server answers once one worker does; on a busy machine the others
+        # may still be starting, and a worker stopped mid-start never serves.
+        deadline = time.monotonic() + 30
+        while len(list(marks.glob("*.started"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         started = {p.stem for p in marks.glob("*.started")}
         assert server.proc is not None
         proc = server.proc

@@ -182,7 +182,8 @@ async def test_route_answers_429_with_headers(limited: httpx.AsyncClient) -> Non
     assert answers[0].headers["RateLimit-Policy"] == '"3/60s";q=3;w=60'
     refused = answers[3]
     assert refused.json()["error"] == "too_many_requests"
-    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # A sliding window frees room as the previous window's weight fades: up to two periods.
+    assert 1 <= int(refused.headers["Retry-After"]) <= 120
     assert refused.headers["RateLimit-Remaining"] == "0"
 
 

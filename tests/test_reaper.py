@@ -79,15 +79,15 @@ def processes(*, group: int | None = None, parent: int | None = None) -> list[in
     return found
 
 
-def reapers_of(pid: int) -> list[int]:
-    """The watchdogs whose owner is ``pid``."""
+def reapers_of(pid: int, folder: Path | None = None) -> list[int]:
+    """The watchdogs whose owner is ``pid`` (and that would delete ``folder``, if given)."""
     found = []
     for child in processes(parent=pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"reaper.py" in cmdline:
+        if b"reaper.py" in cmdline and (folder is None or str(folder).encode() in cmdline):
             found.append(child)
     return found
 
@@ -139,10 +139,11 @@ def test_server_stops_when_its_owner_is_killed(owner: subprocess.Popen[str]) -> 
 def test_a_stopped_server_leaves_no_watchdog() -> None:
     """A server stopped by its owner takes its watchdog with it, and leaves the folder to it."""
     with RedisServer() as server:
-        watchdogs = reapers_of(os.getpid())
+        # This process may own other servers (the session's fixtures): look at this one's.
+        watchdogs = reapers_of(os.getpid(), server.logdir)
         assert len(watchdogs) == 1
         server.stop()
-        assert reapers_of(os.getpid()) == []
+        assert reapers_of(os.getpid(), server.logdir) == []
         assert not alive(watchdogs[0])
         # Released, the watchdog removed nothing: the owner's exit does that.
         assert server.logdir.exists()

@@ -153,11 +153,16 @@ class _Process:
         is signalled by itself, so the group is killed only as a last resort.
         """
         proc, self.proc = self.proc, None
+        deadline = time.monotonic() + timeout
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
         if proc is not None:
+            # A parent may exit before its workers have finished shutting down
+            # (granian's does): they get the rest of the time, then the group dies.
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -393,3 +398,12 @@ class HypercornServer(_Process):
 
     def __enter__(self) -> Self:
         return self.start()
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of the process group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
