@@ -58,8 +58,8 @@ def parser() -> argparse.ArgumentParser:
         "--high-connections",
         type=int,
         default=defaults.high_connections,
-        help="connections for the second run of /health and the atomic counter; "
-        "0 skips it (default %(default)s)",
+        help="connections for the second run of /health, the atomic counter and the "
+        "one-store-call reads; 0 skips it (default %(default)s)",
     )
     p.add_argument(
         "-w",
@@ -109,7 +109,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-peer",
         action="store_true",
-        help="skip the peers (Flask, FastAPI) and the bare-ASGI ceiling",
+        help="skip the peers (Flask, FastAPI) and the bare-ASGI ceilings",
+    )
+    p.add_argument(
+        "--no-flask",
+        action="store_true",
+        help="skip the Flask peer only (FastAPI and the bare-ASGI ceilings still run)",
     )
     p.add_argument(
         "--no-metrics-cost",
@@ -149,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         servers=servers,
         peer=not args.no_peer,
+        flask=not args.no_flask,
         metrics_cost=not args.no_metrics_cost,
         peer_threads=args.peer_threads,
         ceilings=not args.no_ceilings,

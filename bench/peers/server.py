@@ -1,4 +1,5 @@
-"""Run the peers like qapp's servers, on free loopback ports: Flask, FastAPI, bare ASGI."""
+"""Run the peers like qapp's servers, on free loopback ports: Flask, FastAPI, bare ASGI
+on granian and on hypercorn."""
 
 from __future__ import annotations
 
@@ -126,4 +127,29 @@ class CeilingServer(_PeerServer):
             "--http", "1",
             "--backlog", "2048",
             self.app,
+        ]  # fmt: skip
+
+
+class HypercornCeilingServer(_PeerServer):
+    """The bare ASGI function under ``qapp serve``: hypercorn with qapp's serving defaults.
+
+    The same command and defaults as qapp on hypercorn (asyncio workers, a
+    listening socket per worker, the repository's hypercorn.toml values),
+    with the bare function in place of qapp's service.
+    """
+
+    name = "hypercorn"
+
+    def __init__(self, *, redis_url: str, workers: int = 2, port: int | None = None) -> None:
+        super().__init__(
+            app="bench.peers.asgi_ceiling:app", redis_url=redis_url, workers=workers, port=port
+        )
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "qapp.tools.cli", "serve",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers),
+            "--app", self.app,
+            "--server", "hypercorn",
         ]  # fmt: skip
