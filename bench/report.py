@@ -427,10 +427,15 @@ def chart(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(run: Run, out: Path, *, with_chart: bool = True) -> dict[str, Path]:
-    """Write the JSON, the Markdown and (unless told not to) the chart into ``out``."""
+def write(
+    run: Run, out: Path, *, with_chart: bool = True, targets: list[Target] | None = None
+) -> dict[str, Path]:
+    """Write the JSON, the Markdown and (unless told not to) the chart into ``out``.
+
+    ``targets`` are the run's targets if already evaluated (with profiles added, say).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    data = to_dict(run, evaluate(run))
+    data = to_dict(run, evaluate(run) if targets is None else targets)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     paths["markdown"].write_text(markdown(data))

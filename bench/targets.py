@@ -23,6 +23,9 @@ class Target:
     goal: str
     met: bool | None
     detail: str = ""
+    #: For a route's ratio: the route, and the qapp server on top (``qapp-granian``, say).
+    route: str = ""
+    server: str = ""
 
 
 def _rps(m: Measurement | None) -> float | None:
@@ -123,6 +126,8 @@ def _versus(run: Run, workers: int, connections: int) -> list[Target]:
                     f"≥ {goal:g}",
                     met,
                     detail,
+                    route,
+                    ours_name,
                 )
             )
     ours = run.find("qapp-granian", workers, "redis", "atomic", connections)

@@ -16,7 +16,7 @@ from qapp.testing import HypercornServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _PeerServer(HypercornServer):
+class PeerServer(HypercornServer):
     """A peer app on Redis under its own server, with :class:`~qapp.testing.HypercornServer`'s
     process handling: readiness (``/health`` from every worker), stopping by SIGTERM to the
     parent alone, and the log kept for error messages. Only the command differs."""
@@ -45,7 +45,7 @@ class _PeerServer(HypercornServer):
         return self
 
 
-class GunicornServer(_PeerServer):
+class GunicornServer(PeerServer):
     """The Flask peer under gunicorn's gthread workers, ``threads`` per worker."""
 
     name = "gunicorn"
@@ -82,7 +82,7 @@ class GunicornServer(_PeerServer):
         ]  # fmt: skip
 
 
-class UvicornServer(_PeerServer):
+class UvicornServer(PeerServer):
     """The FastAPI peer under uvicorn's own workers (uvloop and httptools), as it ships."""
 
     name = "uvicorn"
@@ -106,7 +106,7 @@ class UvicornServer(_PeerServer):
         ]  # fmt: skip
 
 
-class CeilingServer(_PeerServer):
+class CeilingServer(PeerServer):
     """The bare ASGI function under granian, with the fast path's settings."""
 
     name = "granian"
@@ -130,7 +130,7 @@ class CeilingServer(_PeerServer):
         ]  # fmt: skip
 
 
-class HypercornCeilingServer(_PeerServer):
+class HypercornCeilingServer(PeerServer):
     """The bare ASGI function under ``qapp serve``: hypercorn with qapp's serving defaults.
 
     The same command and defaults as qapp on hypercorn (asyncio workers, a
