@@ -148,10 +148,12 @@ def profile_missed(targets: list[Target], settings: Settings) -> list[Target]:
             if (kind, t.route) not in found:
                 say(f"-- profiling one qapp worker on {kind}, {t.route}")
                 seconds = min(3.0, settings.duration)
-                spots = profile_route(
+                profile = profile_route(
                     t.route, server=kind, connections=settings.connections, seconds=seconds
                 )
-                found[(kind, t.route)] = f"own time in one qapp worker (cProfile): {summary(spots)}"
+                found[(kind, t.route)] = (
+                    f"one qapp worker's own time (cProfile), {summary(profile)}"
+                )
             t = dataclasses.replace(t, detail=f"{t.detail}; {found[(kind, t.route)]}")
         out.append(t)
     return out

@@ -58,15 +58,44 @@ class Hotspot:
     calls: int
 
 
-def _where(file: str, line: int, name: str) -> str:
-    # Short and recognisable: the package path from site-packages or the repo.
+def _short(file: str) -> str:
+    # The path from site-packages, the standard library or the repository.
     for marker in ("site-packages/", str(ROOT) + "/"):
         if marker in file:
-            file = file.split(marker, 1)[1]
-    return f"{file}:{line}({name})" if line else name
+            return file.split(marker, 1)[1]
+    if "/lib/python3" in file:
+        return file.split("/lib/python3", 1)[1].split("/", 1)[-1]
+    return file
 
 
-def top(stats_path: Path, count: int = 6) -> list[Hotspot]:
+def _where(file: str, line: int, name: str) -> str:
+    return f"{_short(file)}:{line}({name})" if line else name
+
+
+def _package(file: str, name: str) -> str:
+    """The top-level package a function belongs to; C functions by their type's module."""
+    if file == "~":
+        # e.g. "<method 'send' of 'granian._granian.ASGIHTTPProtocol' objects>"
+        owner = name.split(" of '", 1)[1].split(".", 1)[0] if " of '" in name else ""
+        return f"{owner or 'builtins'} (C)"
+    short = _short(file)
+    return short.split("/", 1)[0].removesuffix(".py")
+
+
+def by_package(stats_path: Path, count: int = 6) -> list[Hotspot]:
+    """Own time summed per top-level package (quart, asyncio, qapp, ...), largest first."""
+    entries = pstats.Stats(str(stats_path)).stats  # type: ignore[attr-defined]
+    total = sum(value[2] for value in entries.values()) or 1.0
+    sums: dict[str, list[float]] = {}
+    for (file, _, name), value in entries.items():
+        cell = sums.setdefault(_package(file, name), [0.0, 0])
+        cell[0] += value[2]
+        cell[1] += value[1]
+    ranked = sorted(sums.items(), key=lambda item: item[1][0], reverse=True)[:count]
+    return [Hotspot(pkg, round(100 * t / total, 1), int(n)) for pkg, (t, n) in ranked]
+
+
+def top(stats_path: Path, count: int = 8) -> list[Hotspot]:
     """The ``count`` functions with the most own time in a cProfile dump."""
     stats = pstats.Stats(str(stats_path))
     entries = stats.stats  # type: ignore[attr-defined]
@@ -78,9 +107,17 @@ def top(stats_path: Path, count: int = 6) -> list[Hotspot]:
     ]
 
 
+@dataclass(frozen=True)
+class Profile:
+    """A profiled worker's own time: by package, and its top functions."""
+
+    packages: list[Hotspot]
+    functions: list[Hotspot]
+
+
 def profile_route(
     route: str, *, server: str = "granian", connections: int = 64, seconds: float = 3.0
-) -> list[Hotspot]:
+) -> Profile:
     """Profile one qapp worker on ``server`` under ``seconds`` of ``route`` (Redis store)."""
     with (
         tempfile.TemporaryDirectory(prefix="qapp-hotspots-") as tmp,
@@ -91,16 +128,21 @@ def profile_route(
         headers, why = prepare(qapp.url, target)
         if why is not None:
             raise RuntimeError(why)
+        warm = Load(connections=connections, duration=1, warmup=0, threads=2)
+        run_wrk(qapp.url + target.path, warm, method=target.method, headers=headers)
+        urllib.request.urlopen(qapp.url + "/_bench/profile/start", timeout=30).close()
         load = Load(connections=connections, duration=seconds, warmup=0, threads=2)
         run_wrk(qapp.url + target.path, load, method=target.method, headers=headers)
         with urllib.request.urlopen(qapp.url + "/_bench/profile", timeout=30) as answer:
             dump = Path(json.load(answer)["path"])
-        return top(dump)
+        return Profile(by_package(dump), top(dump))
 
 
-def summary(spots: Sequence[Hotspot]) -> str:
-    """One line: each function and its share of own time."""
-    return ", ".join(f"{s.function} {s.share:g} %" for s in spots)
+def summary(profile: Profile, functions: int = 4) -> str:
+    """One line: own time by package, then the top functions."""
+    packages = ", ".join(f"{s.function} {s.share:g} %" for s in profile.packages)
+    top = ", ".join(f"{s.function} {s.share:g} %" for s in profile.functions[:functions])
+    return f"by package: {packages}; top functions: {top}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,10 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-d", "--duration", type=float, default=3.0)
     p.add_argument("-n", "--count", type=int, default=6, help="functions to show")
     args = p.parse_args(argv)
-    spots = profile_route(
+    profile = profile_route(
         args.route, server=args.server, connections=args.connections, seconds=args.duration
     )
-    for s in spots[: args.count]:
+    print("own time by package:")
+    for s in profile.packages:
+        print(f"{s.share:5.1f} %  {s.calls:>9} calls  {s.function}")
+    print("functions with the most own time:")
+    for s in profile.functions[: args.count]:
         print(f"{s.share:5.1f} %  {s.calls:>9} calls  {s.function}")
     return 0
 

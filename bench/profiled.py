@@ -1,9 +1,9 @@
 """qapp's service with cProfile on in each worker, for :mod:`bench.hotspots`.
 
-The profiler starts with the first request a worker serves (not at import,
-which the serving parent does too) and stops at ``GET /_bench/profile``,
-which writes the worker's stats to ``$BENCH_PROFILE_DIR/<pid>.prof`` and
-answers its path. Everything else goes to qapp's own app unchanged.
+The profiler starts at ``GET /_bench/profile/start`` (after a warm-up, so
+that pools are full) and stops at ``GET /_bench/profile``, which writes the
+worker's stats to ``$BENCH_PROFILE_DIR/<pid>.prof`` and answers its path.
+Everything else goes to qapp's own app unchanged.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PROFILE_PATH = "/_bench/profile"
+START_PATH = "/_bench/profile/start"
 _profile = cProfile.Profile()
 _running = False
 
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """qapp's service, profiled from this worker's first request on."""
+    """qapp's service, profiled between the two paths."""
     global _running
     if scope["type"] == "http" and scope["path"] == PROFILE_PATH:
         _profile.disable()
@@ -41,7 +42,10 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
-    if scope["type"] == "http" and not _running:
+    if scope["type"] == "http" and scope["path"] == START_PATH:
         _running = True
         _profile.enable()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
     await service(scope, receive, send)
