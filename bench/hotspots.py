@@ -109,7 +109,8 @@ def top(stats_path: Path, count: int = 8) -> list[Hotspot]:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profiled worker's own time: by package, and its top functions."""
+    """A profiled worker's own time: by package (every one, largest first), and its top
+    functions."""
 
     packages: list[Hotspot]
     functions: list[Hotspot]
@@ -135,12 +136,12 @@ def profile_route(
         run_wrk(qapp.url + target.path, load, method=target.method, headers=headers)
         with urllib.request.urlopen(qapp.url + "/_bench/profile", timeout=30) as answer:
             dump = Path(json.load(answer)["path"])
-        return Profile(by_package(dump), top(dump))
+        return Profile(by_package(dump, count=100), top(dump))
 
 
 def summary(profile: Profile, functions: int = 4) -> str:
     """One line: own time by package, then the top functions."""
-    packages = ", ".join(f"{s.function} {s.share:g} %" for s in profile.packages)
+    packages = ", ".join(f"{s.function} {s.share:g} %" for s in profile.packages[:6])
     top = ", ".join(f"{s.function} {s.share:g} %" for s in profile.functions[:functions])
     return f"by package: {packages}; top functions: {top}"
 
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.route, server=args.server, connections=args.connections, seconds=args.duration
     )
     print("own time by package:")
-    for s in profile.packages:
+    for s in profile.packages[: args.count]:
         print(f"{s.share:5.1f} %  {s.calls:>9} calls  {s.function}")
     print("functions with the most own time:")
     for s in profile.functions[: args.count]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ceilings
+from bench import ceilings, hotspots
 from bench.peers.keys import seed
 from bench.peers.server import CeilingServer, HypercornCeilingServer, UvicornServer
 from bench.routes import CACHE_KEY, CACHE_VALUE, ROUTES, prepare
@@ -197,6 +197,20 @@ def test_the_peers_reads_make_the_same_redis_calls_as_qapps(tmp_path: Path) -> N
 def _get(url: str, headers: dict[str, str]) -> None:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
         assert r.status == 200
+
+
+def test_hotspots_profile_one_qapp_worker_under_a_routes_load() -> None:
+    """`bench.hotspots` profiles one qapp worker under a second of `/auth/me`: own time comes
+    back by package, qapp's among them, and by function, each share a percentage."""
+    profile = hotspots.profile_route("me", connections=4, seconds=1)
+    assert "qapp" in {p.function for p in profile.packages}
+    assert profile.functions
+    for spot in [*profile.packages, *profile.functions]:
+        assert 0 <= spot.share <= 100
+        assert spot.calls > 0
+    # Every package is listed: their shares (each rounded) add up to the whole.
+    assert abs(sum(p.share for p in profile.packages) - 100) < 3
+    assert hotspots.summary(profile).startswith("by package: ")
 
 
 def test_pgbench_ceiling_increments_the_stores_own_row(
