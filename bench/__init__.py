@@ -1,7 +1,8 @@
 """qapp's benchmarks: ``python -m bench``.
 
 It starts its own servers on free loopback ports (qapp under hypercorn at
-several worker counts, a redis-server, the Flask + gunicorn peer), drives
+several worker counts, a redis-server, the peers and the bare-ASGI
+ceilings), drives
 each route with wrk, measures the stores' own ceilings, and writes
 ``results.json``, ``results.md`` and ``results.png`` under ``bench/results/``.
 Nothing heavy is imported here.
@@ -16,6 +17,9 @@ module             concept
 ``ceilings``       redis-benchmark and a raw aiosqlite UPSERT loop
 ``targets``        the issue's ratios, checked against one run
 ``report``         JSON, Markdown and the chart
-``peers``          the Flask app and its gunicorn server
+``hotspots``       a short cProfile of one qapp worker under a route's load
+``profiled``       qapp's service with cProfile on, for ``hotspots``
+``peers``          the Flask and FastAPI peers, the bare-ASGI ceiling, their
+                   servers, and the Redis reads they share with qapp
 =================  ==========================================================
 """

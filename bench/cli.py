@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.report import RESULTS, write
 from bench.routes import ROUTES
-from bench.runner import STORES, QappServer, Settings, StoreName, run, say
-from bench.targets import evaluate
+from bench.runner import QAPP_SERVERS, STORES, QappServer, Settings, StoreName, run, say
+from bench.targets import Target, evaluate
 from bench.wrk import BenchError, wrk_binary
 from qapp.testing import ServerError
 from qapp.testing.postgres import PostgresServerError
@@ -58,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
         "--high-connections",
         type=int,
         default=defaults.high_connections,
-        help="connections for the second run of /health and the atomic counter; "
-        "0 skips it (default %(default)s)",
+        help="connections for the second run of /health, the atomic counter and the "
+        "one-store-call reads; 0 skips it (default %(default)s)",
     )
     p.add_argument(
         "-w",
@@ -109,12 +110,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-peer",
         action="store_true",
-        help="skip the peers (Flask, FastAPI) and the bare-ASGI ceiling",
+        help="skip the peers (Flask, FastAPI) and the bare-ASGI ceilings",
+    )
+    p.add_argument(
+        "--no-flask",
+        action="store_true",
+        help="skip the Flask peer only (FastAPI and the bare-ASGI ceilings still run)",
     )
     p.add_argument(
         "--no-metrics-cost",
         action="store_true",
         help="skip the fast path's atomic route with /metrics on",
+    )
+    p.add_argument(
+        "--profile-missed",
+        action="store_true",
+        help="after the run, profile one qapp worker (cProfile) on each route whose "
+        "ratio target was missed, and add its top functions to the target",
     )
     p.add_argument("--no-ceilings", action="store_true", help="skip the store ceilings")
     p.add_argument("--no-chart", action="store_true", help="write JSON and Markdown only")
@@ -122,6 +134,29 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--out", type=Path, default=RESULTS, help="output directory (default bench/results)"
     )
     return p
+
+
+def profile_missed(targets: list[Target], settings: Settings) -> list[Target]:
+    """Add to each missed route target the top functions of a profiled qapp worker on it."""
+    from bench.hotspots import profile_route, summary
+
+    found: dict[tuple[str, str], str] = {}
+    out = []
+    for t in targets:
+        if t.met is False and t.route and t.server in QAPP_SERVERS.values():
+            kind = "hypercorn" if t.server == "qapp" else "granian"
+            if (kind, t.route) not in found:
+                say(f"-- profiling one qapp worker on {kind}, {t.route}")
+                seconds = min(3.0, settings.duration)
+                profile = profile_route(
+                    t.route, server=kind, connections=settings.connections, seconds=seconds
+                )
+                found[(kind, t.route)] = (
+                    f"one qapp worker's own time (cProfile), {summary(profile)}"
+                )
+            t = dataclasses.replace(t, detail=f"{t.detail}; {found[(kind, t.route)]}")
+        out.append(t)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         servers=servers,
         peer=not args.no_peer,
+        flask=not args.no_flask,
         metrics_cost=not args.no_metrics_cost,
         peer_threads=args.peer_threads,
         ceilings=not args.no_ceilings,
@@ -157,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         wrk_binary()
         result = run(settings)
-        paths = write(result, args.out, with_chart=not args.no_chart)
+        targets = evaluate(result)
+        if args.profile_missed:
+            targets = profile_missed(targets, settings)
+        paths = write(result, args.out, with_chart=not args.no_chart, targets=targets)
     except (BenchError, ServerError) as exc:
         say(f"bench: {exc}")
         return 2
@@ -169,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("bench: interrupted; every server it started has been stopped")
         return 130
     print(f"\nTargets (ratios from this run, {result.seconds:g} s):")
-    for t in evaluate(result):
+    for t in targets:
         met = {True: "met", False: "MISSED", None: "not measured"}[t.met]
         value = "n/a" if t.measured is None else f"{t.measured:.2f}"
         print(f"  [{met:^12}] {t.name:<52} {t.setting:<38} {value:>6} (goal {t.goal})")

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.runner import Measurement, Run
+from bench.runner import PEERS, Measurement, Run
 from bench.targets import Target, evaluate
 from bench.wrk import wrk_version
 from qapp.store.backends.postgres import POOL_SIZE
@@ -50,6 +50,7 @@ DISPLAY = {
     "peer": "Flask + gunicorn",
     "fastapi": "FastAPI + uvicorn",
     "ceiling": "bare ASGI · granian",
+    "ceiling-hypercorn": "bare ASGI · hypercorn",
 }
 
 #: The ratio table's columns: ``(numerator, denominator, heading)``.
@@ -58,7 +59,8 @@ RATIOS = (
     ("qapp", "fastapi", "hypercorn ÷ FastAPI"),
     ("qapp-granian", "peer", "granian ÷ Flask"),
     ("qapp-granian", "fastapi", "granian ÷ FastAPI"),
-    ("qapp-granian", "ceiling", "granian ÷ ceiling"),
+    ("qapp-granian", "ceiling", "granian ÷ bare granian"),
+    ("qapp", "ceiling-hypercorn", "hypercorn ÷ bare hypercorn"),
 )
 
 
@@ -172,10 +174,16 @@ def _ratio_table(rows: list[dict[str, Any]]) -> list[str]:
         m = cell.get((server, *key))
         return None if m is None else float(m["rps"])
 
-    keys = sorted({(w, r, c) for (s, w, r, c) in cell if s in ("peer", "fastapi", "ceiling")})
+    keys = sorted({(w, r, c) for (s, w, r, c) in cell if s in PEERS})
     if not keys:
         return []
-    servers = ("qapp", "qapp-granian", "peer", "fastapi", "ceiling")
+    ran = {s for (s, _, _, _) in cell}
+    servers = [
+        s
+        for s in ("qapp", "qapp-granian", "peer", "fastapi", "ceiling", "ceiling-hypercorn")
+        if s in ran
+    ]
+    ratio_columns = [r for r in RATIOS if r[0] in ran and r[1] in ran]
     lines = [
         "",
         "qapp against the peers and the ceiling (Redis, req/s of the same run, and their "
@@ -184,16 +192,16 @@ def _ratio_table(rows: list[dict[str, Any]]) -> list[str]:
         "| workers | route | conns | "
         + " | ".join(DISPLAY[s] for s in servers)
         + " | "
-        + " | ".join(heading for _, _, heading in RATIOS)
+        + " | ".join(heading for _, _, heading in ratio_columns)
         + " | p99 granian / FastAPI |",
-        "|---:|---|---:|" + "---:|" * (len(servers) + len(RATIOS) + 1),
+        "|---:|---|---:|" + "---:|" * (len(servers) + len(ratio_columns) + 1),
     ]
     for key in keys:
         workers, _, conns = key
         label = next(m["label"] for (s, w, r, c), m in cell.items() if (w, r, c) == key)
         counts = " | ".join(_cell(rps(s, key), ",.0f") for s in servers)
         ratios = []
-        for top, bottom, _ in RATIOS:
+        for top, bottom, _ in ratio_columns:
             a, b = rps(top, key), rps(bottom, key)
             ratios.append(_cell(None if a is None or not b else a / b, ".2f"))
         ours, peer = cell.get(("qapp-granian", *key)), cell.get(("fastapi", *key))
@@ -258,11 +266,18 @@ def _setup(s: dict[str, Any]) -> str:
     )
     text += ", and once more on granian with `QAPP_METRICS=1`. " if s["metrics_cost"] else ". "
     if s["peer"]:
+        flask = (
+            f"Flask on gunicorn gthread, {s['peer_threads']} threads per worker, redis-py "
+            "sync client (the counter and /health only); "
+            if s.get("flask", True)
+            else ""
+        )
         text += (
-            "Peers, on the same Redis: Flask on gunicorn gthread, "
-            f"{s['peer_threads']} threads per worker, redis-py sync client; FastAPI on "
-            "uvicorn (uvloop, httptools), redis.asyncio; and the ceiling, a bare ASGI "
-            "function on granian with the fast path's settings, redis.asyncio. Each peer's "
+            f"Peers, on the same Redis: {flask}FastAPI on "
+            "uvicorn (uvloop, httptools), redis.asyncio; and the ceilings, a bare ASGI "
+            "function on granian with the fast path's settings and on hypercorn under "
+            "`qapp serve` with its defaults, redis.asyncio. The peers' reads make qapp's "
+            "Redis calls (bench/peers/reads.py). Each peer's "
             "pool is bounded at 64 connections, as qapp's Redis store is. "
         )
     if "postgresql" in s["stores"]:
@@ -363,6 +378,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ("peer", "redis", "Flask + gunicorn · Redis", "#8c8c8c"),
         ("fastapi", "redis", "FastAPI + uvicorn · Redis", "#8172b3"),
         ("ceiling", "redis", "bare ASGI · granian · Redis", "#222222"),
+        ("ceiling-hypercorn", "redis", "bare ASGI · hypercorn · Redis", "#555555"),
     ]
     # Only what this run measured: a series with no bars would still take a slot.
     ran = {(m["server"], m["store"]) for m in rows}
@@ -411,10 +427,15 @@ def chart(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(run: Run, out: Path, *, with_chart: bool = True) -> dict[str, Path]:
-    """Write the JSON, the Markdown and (unless told not to) the chart into ``out``."""
+def write(
+    run: Run, out: Path, *, with_chart: bool = True, targets: list[Target] | None = None
+) -> dict[str, Path]:
+    """Write the JSON, the Markdown and (unless told not to) the chart into ``out``.
+
+    ``targets`` are the run's targets if already evaluated (with profiles added, say).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    data = to_dict(run, evaluate(run))
+    data = to_dict(run, evaluate(run) if targets is None else targets)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     paths["markdown"].write_text(markdown(data))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 #: The key the cache route reads; written once before the run.
 CACHE_KEY = "bench"
 CACHE_VALUE = {"greeting": "hello", "n": 42}
+#: The user the ``me`` route is loaded as: registered (once per store) and logged in.
+USER = {"username": "bench_user", "password": "bench-password-not-secret"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Route:
     needs_session: bool = False
     #: Write the cache key before reading it under load.
     needs_cache_value: bool = False
+    #: A POST that makes a session first: wrk sends the cookie it set.
+    session_from: str | None = None
+    #: Register (if need be) and log in a user first: wrk sends its session cookie.
+    needs_login: bool = False
     #: A ``cached`` value under load across its expiries: its computations are
     #: read before and after each run (see :func:`refresh_state`).
     counts_refreshes: bool = False
@@ -60,8 +66,22 @@ ROUTES: dict[str, Route] = {
             "cache-get",
             "GET",
             f"/cache/{CACHE_KEY}",
-            "shared cache read",
+            "shared cache read: one GET",
             needs_cache_value=True,
+        ),
+        Route(
+            "session-read",
+            "GET",
+            "/session/counter",
+            "session read with a cookie: the session, then its value",
+            session_from="/session/counter/inc",
+        ),
+        Route(
+            "me",
+            "GET",
+            "/auth/me",
+            "logged-in user: the session, the login generation, the user",
+            needs_login=True,
         ),
         # One `cached` value (0.25 s of work, fresh for 2 s) loaded across its
         # expiries, three ways: see qapp/service/lab.py.
@@ -89,8 +109,12 @@ ROUTES: dict[str, Route] = {
     ]
 }
 
-#: Routes the Flask peer serves too.
-PEER_ROUTES = ("health", "atomic")
+#: Routes the FastAPI peer and the bare-ASGI ceilings serve too, with the same store calls.
+PEER_ROUTES = ("health", "atomic", "cache-get", "session-read", "me")
+#: Routes the Flask peer serves.
+FLASK_ROUTES = ("health", "atomic")
+#: The routes that make one store call (or a fixed few in sequence): the fast path's targets.
+ONE_CALL_ROUTES = ("atomic", "cache-get", "session-read", "me")
 
 
 def _request(
@@ -109,14 +133,61 @@ def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {name.lower(): value for name, value in items}
 
 
-def prepare(base_url: str, route: Route) -> tuple[dict[str, str], str | None]:
+def _cookie(answer_headers: dict[str, str]) -> str | None:
+    return answer_headers.get("set-cookie", "").split(";", 1)[0] or None
+
+
+def _login(base_url: str) -> tuple[str | None, str | None]:
+    """Log the bench's user in, registering it first if the store does not know it yet.
+
+    Returns:
+        The session cookie, or None and why not.
+    """
+    body, json_type = json.dumps(USER).encode(), {"Content-Type": "application/json"}
+    status, headers, raw = _request(base_url + "/auth/login", "POST", body, json_type)
+    if status == 401:
+        status, _, raw = _request(base_url + "/auth/register", "POST", body, json_type)
+        if status not in (201, 409):
+            return None, f"POST /auth/register answered {status} ({_snippet(raw)})"
+        status, headers, raw = _request(base_url + "/auth/login", "POST", body, json_type)
+    if status != 200:
+        return None, f"POST /auth/login answered {status} ({_snippet(raw)})"
+    cookie = _cookie(headers)
+    return cookie, None if cookie else "POST /auth/login set no session cookie"
+
+
+def prepare(
+    base_url: str, route: Route, peer_cookie: str | None = None
+) -> tuple[dict[str, str], str | None]:
     """Make ``route`` ready and try it once.
+
+    ``peer_cookie`` is for a peer, whose cached value, session and user were
+    written into Redis beforehand (:func:`bench.peers.keys.seed`): the cookie
+    naming that session, sent instead of making one through the route.
 
     Returns:
         The headers wrk must send (a session cookie, say), and None if the
         route answered 2xx, else why it cannot be measured.
     """
     headers: dict[str, str] = {}
+    if peer_cookie is not None:
+        if route.session_from or route.needs_login:
+            headers["Cookie"] = peer_cookie
+        status, _, raw = _request(base_url + route.path, route.method, headers=headers)
+        if not 200 <= status < 300:
+            return headers, f"{route.label} answered {status} ({_snippet(raw)})"
+        return headers, None
+    if route.session_from is not None:
+        status, answer_headers, raw = _request(base_url + route.session_from, "POST")
+        cookie = _cookie(answer_headers)
+        if cookie is None:
+            return headers, f"POST {route.session_from} answered {status} with no session cookie"
+        headers["Cookie"] = cookie
+    if route.needs_login:
+        cookie, why = _login(base_url)
+        if cookie is None:
+            return headers, why
+        headers["Cookie"] = cookie
     if route.needs_cache_value:
         status, _, raw = _request(
             base_url + route.path,
@@ -126,11 +197,11 @@ def prepare(base_url: str, route: Route) -> tuple[dict[str, str], str | None]:
         )
         if not 200 <= status < 300:
             return headers, f"PUT {route.path} answered {status} ({_snippet(raw)})"
-    status, answer_headers, raw = _request(base_url + route.path, route.method)
+    status, answer_headers, raw = _request(base_url + route.path, route.method, headers=headers)
     if route.needs_session and 200 <= status < 300:
         # One client: every connection sends the same session cookie, so the
         # load is concurrent increments of one user's counter.
-        cookie = answer_headers.get("set-cookie", "").split(";", 1)[0]
+        cookie = _cookie(answer_headers)
         if not cookie:
             return headers, f"{route.label} set no session cookie"
         headers["Cookie"] = cookie

@@ -5,8 +5,10 @@ qapp under hypercorn and under granian (``qapp serve`` with the repository's
 ``hypercorn.toml``, ``--server granian`` for the fast path) on SQLite, on
 Redis and on PostgreSQL, the fast path once more with ``/metrics`` on (what counting costs),
 and on the same Redis the peers: Flask under gunicorn (gthread), FastAPI
-under uvicorn, and a bare ASGI function under granian, the ceiling of any
-framework on that server. Idle
+under uvicorn, and a bare ASGI function under granian and under hypercorn
+(``qapp serve`` with its defaults), the ceiling of any framework on each
+server. The peers' cached value, session and user are written into Redis
+first, so that their routes make qapp's store calls with no setup. Idle
 servers cost next to nothing, and this lets each route be driven on every
 server back to back, so that the ratios compare runs seconds apart. On a
 shared machine whose load drifts, that matters more than anything else.
@@ -36,7 +38,16 @@ from typing import Literal, TypeAlias
 
 from bench import ceilings
 from bench.cpu import tree_cpu_seconds
-from bench.routes import PEER_ROUTES, ROUTES, Route, prepare, refresh_state
+from bench.routes import (
+    CACHE_KEY,
+    CACHE_VALUE,
+    FLASK_ROUTES,
+    PEER_ROUTES,
+    ROUTES,
+    Route,
+    prepare,
+    refresh_state,
+)
 from bench.wrk import BenchError, Load, WrkResult, run_wrk
 from qapp.testing import HypercornServer, PostgresServer, RedisServer
 
@@ -44,9 +55,15 @@ StoreName: TypeAlias = Literal["sqlite", "redis", "postgresql"]
 #: Every store the bench knows, in the order it runs them.
 STORES: tuple[StoreName, ...] = ("sqlite", "redis", "postgresql")
 #: qapp on hypercorn, on granian, on granian with /metrics on; the Flask peer,
-#: the FastAPI peer, and the bare-ASGI ceiling on granian.
+#: the FastAPI peer, and the bare-ASGI ceiling on granian and on hypercorn.
 ServerName: TypeAlias = Literal[
-    "qapp", "qapp-granian", "qapp-granian-metrics", "peer", "fastapi", "ceiling"
+    "qapp",
+    "qapp-granian",
+    "qapp-granian-metrics",
+    "peer",
+    "fastapi",
+    "ceiling",
+    "ceiling-hypercorn",
 ]
 #: The HTTP servers qapp runs on (``qapp serve --server``).
 QappServer: TypeAlias = Literal["hypercorn", "granian"]
@@ -54,11 +71,16 @@ QappServer: TypeAlias = Literal["hypercorn", "granian"]
 QAPP_SERVERS: dict[QappServer, ServerName] = {"hypercorn": "qapp", "granian": "qapp-granian"}
 #: The fast path with /metrics on: measured on the atomic route only.
 METERED: ServerName = "qapp-granian-metrics"
-#: Servers that are not qapp: they serve PEER_ROUTES only.
-PEERS: tuple[ServerName, ...] = ("peer", "fastapi", "ceiling")
+#: Servers that are not qapp: they serve PEER_ROUTES only (Flask: FLASK_ROUTES).
+PEERS: tuple[ServerName, ...] = ("peer", "fastapi", "ceiling", "ceiling-hypercorn")
+#: Each qapp server's bare-ASGI ceiling: the same server with no framework.
+CEILING_OF: dict[ServerName, ServerName] = {
+    "qapp": "ceiling-hypercorn",
+    "qapp-granian": "ceiling",
+}
 
 #: Routes loaded at the high connection count too.
-HIGH_ROUTES = ("health", "atomic")
+HIGH_ROUTES = ("health", "atomic", "cache-get", "session-read", "me")
 
 
 @dataclass(frozen=True)
@@ -76,8 +98,10 @@ class Settings:
     threads: int = 2
     #: The HTTP servers qapp is measured on.
     servers: tuple[QappServer, ...] = ("hypercorn", "granian")
-    #: The peers (Flask, FastAPI) and the bare-ASGI ceiling.
+    #: The peers (Flask, FastAPI) and the bare-ASGI ceilings.
     peer: bool = True
+    #: The Flask peer among them.
+    flask: bool = True
     #: The fast path's atomic route once more with /metrics on.
     metrics_cost: bool = True
     peer_threads: int = 8
@@ -225,6 +249,16 @@ class _Target:
     pid: int
     #: route name -> (headers for wrk, why unavailable or None)
     ready: dict[str, tuple[dict[str, str], str | None]] = field(default_factory=dict)
+    #: A peer's session cookie (see :func:`bench.peers.keys.seed`); None for qapp.
+    peer_cookie: str | None = None
+
+    def serves(self, route: str) -> bool:
+        """Whether this server has ``route``: qapp has every route, each peer its own."""
+        if self.server == "peer":
+            return route in FLASK_ROUTES
+        if self.server in PEERS:
+            return route in PEER_ROUTES
+        return self.server != METERED or route == "atomic"
 
 
 def _start(stack: contextlib.ExitStack, server: HypercornServer) -> tuple[str, int]:
@@ -256,16 +290,30 @@ def _targets(
         server = HypercornServer(workers=workers, env=env, server="granian")
         targets.append(_Target(METERED, "redis", *_start(stack, server)))
     if settings.peer and set(settings.routes) & set(PEER_ROUTES):
-        from bench.peers.server import CeilingServer, GunicornServer, UvicornServer
-
-        peer = GunicornServer(
-            redis_url=urls["redis"], workers=workers, threads=settings.peer_threads
+        from bench.peers.keys import seed
+        from bench.peers.server import (
+            CeilingServer,
+            GunicornServer,
+            HypercornCeilingServer,
+            UvicornServer,
         )
-        targets.append(_Target("peer", "redis", *_start(stack, peer)))
-        fastapi = UvicornServer(redis_url=urls["redis"], workers=workers)
-        targets.append(_Target("fastapi", "redis", *_start(stack, fastapi)))
-        ceiling = CeilingServer(redis_url=urls["redis"], workers=workers)
-        targets.append(_Target("ceiling", "redis", *_start(stack, ceiling)))
+
+        cookie = seed(urls["redis"], CACHE_VALUE, CACHE_KEY)
+        redis_url = urls["redis"]
+        peers: list[tuple[ServerName, HypercornServer]] = []
+        if settings.flask and set(settings.routes) & set(FLASK_ROUTES):
+            gunicorn = GunicornServer(
+                redis_url=redis_url, workers=workers, threads=settings.peer_threads
+            )
+            peers.append(("peer", gunicorn))
+        peers.append(("fastapi", UvicornServer(redis_url=redis_url, workers=workers)))
+        if "granian" in settings.servers:
+            peers.append(("ceiling", CeilingServer(redis_url=redis_url, workers=workers)))
+        if "hypercorn" in settings.servers:
+            bare = HypercornCeilingServer(redis_url=redis_url, workers=workers)
+            peers.append(("ceiling-hypercorn", bare))
+        for name, server in peers:
+            targets.append(_Target(name, "redis", *_start(stack, server), peer_cookie=cookie))
     return targets
 
 
@@ -289,9 +337,7 @@ def _round(
     settings = result.settings
     for route, connections in _cases(settings, routes):
         for target in targets:
-            if target.server in PEERS and route.name not in PEER_ROUTES:
-                continue
-            if target.server == METERED and route.name != "atomic":
+            if not target.serves(route.name):
                 continue
             key = (target.server, target.store, route.name, connections)
             m = cells.get(key)
@@ -303,7 +349,7 @@ def _round(
                 result.measurements.append(m)
             if route.name not in target.ready:
                 # Prepared once per server, just before its first load.
-                target.ready[route.name] = prepare(target.url, route)
+                target.ready[route.name] = prepare(target.url, route, target.peer_cookie)
             headers, m.unavailable = target.ready[route.name]
             if m.unavailable is None:
                 load = settings.load(connections)

@@ -10,12 +10,16 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench import ceilings
-from qapp.testing import PostgresServer
+from bench import ceilings, hotspots
+from bench.peers.keys import seed
+from bench.peers.server import CeilingServer, HypercornCeilingServer, UvicornServer
+from bench.routes import CACHE_KEY, CACHE_VALUE, ROUTES, prepare
+from qapp.testing import HypercornServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +97,120 @@ def test_bench_measures_the_atomic_counter_on_postgresql_beside_pgbench(tmp_path
     assert "| postgresql UPSERT |" in table
     assert "| qapp · granian | 1 | postgresql |" in table
     assert "atomic ÷ ceiling" in table
+
+
+#: The one-store-call reads the fast path is held to, beside the peers doing the same calls.
+READS = ("cache-get", "session-read", "me")
+
+
+def test_bench_measures_the_reads_on_qapp_the_fastapi_peer_and_both_ceilings(
+    tmp_path: Path,
+) -> None:
+    """The cache, session and logged-in-user reads run on qapp (hypercorn, granian), FastAPI
+    and the bare-ASGI ceilings on both servers with only 2xx answers, and each read gets its
+    ratio targets against FastAPI and the ceilings, measured."""
+    argv = [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0"]
+    argv += ["--workers", "1", "--stores", "redis", "--routes", ",".join(READS), "-c", "4"]
+    argv += ["--threads", "1", "--servers", "hypercorn,granian", "--high-connections", "0"]
+    argv += ["--no-flask", "--no-metrics-cost", "--no-ceilings", "--no-chart"]
+    argv += ["--out", str(tmp_path)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    cells = {(m["server"], m["route"]): m for m in data["measurements"]}
+    servers = ("qapp", "qapp-granian", "fastapi", "ceiling", "ceiling-hypercorn")
+    assert set(cells) == {(server, route) for server in servers for route in READS}
+    for m in cells.values():
+        assert m["available"] is True, m.get("unavailable")
+        assert m["requests"] > 0
+        assert m["statuses"] == {"200": m["requests"]}
+    targets = {(t["name"], t["setting"]): t for t in data["targets"]}
+    setting = "1 worker(s), redis, 4 connections"
+    for route in READS:
+        for name in (
+            f"qapp on granian {route} ≥ 1.2 × FastAPI peer {route}, 0 errors",
+            f"qapp on granian {route} ≥ 0.6 × bare-ASGI ceiling on granian {route}, 0 errors",
+            f"qapp on hypercorn {route} ≥ 0.8 × bare-ASGI ceiling on hypercorn {route}, 0 errors",
+        ):
+            target = targets[(name, setting)]
+            assert target["measured"] is not None
+            assert target["met"] is (target["measured"] >= float(target["goal"][2:]))
+    table = (tmp_path / "results.md").read_text()
+    assert "hypercorn ÷ bare hypercorn" in table
+    assert "| 1 | `GET /auth/me` | 4 |" in table
+    # The Flask peer was left out: no target stands against it.
+    assert not [t for t in data["targets"] if "Flask" in t["name"]]
+
+
+def _redis_calls(redis: RedisServer) -> dict[str, int]:
+    """Redis's count of each command served so far (``INFO commandstats``)."""
+    out = subprocess.run(
+        [str(Path(redis.binary).with_name("redis-cli")), "-p", str(redis.port), "INFO",
+         "commandstats"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    calls = {}
+    for line in out.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_") :].partition(":")
+            calls[name] = int(fields.split(",")[0].removeprefix("calls="))
+    return calls
+
+
+def test_the_peers_reads_make_the_same_redis_calls_as_qapps(tmp_path: Path) -> None:
+    """One request of each read costs the same Redis commands on the FastAPI peer and on both
+    bare-ASGI ceilings as on qapp: one GET for the cache, two for the session counter, three
+    for the logged-in user."""
+    with RedisServer() as redis:
+        cookie = seed(redis.url, CACHE_VALUE, CACHE_KEY)
+        env = {"QAPP_STORE_URL": redis.url, "QAPP_INSTANCE_PATH": str(tmp_path / "instance")}
+        servers = {
+            "qapp": HypercornServer(workers=1, env=env, server="granian"),
+            "fastapi": UvicornServer(redis_url=redis.url, workers=1),
+            "ceiling": CeilingServer(redis_url=redis.url, workers=1),
+            "ceiling-hypercorn": HypercornCeilingServer(redis_url=redis.url, workers=1),
+        }
+        calls: dict[tuple[str, str], dict[str, int]] = {}
+        for name, server in servers.items():
+            with server:
+                for route in READS:
+                    headers, why = prepare(
+                        server.url, ROUTES[route], None if name == "qapp" else cookie
+                    )
+                    assert why is None, why
+                    # A worker's first read of a session renews its expiry; later ones do not.
+                    _get(server.url + ROUTES[route].path, headers)
+                    before = _redis_calls(redis)
+                    _get(server.url + ROUTES[route].path, headers)
+                    after = _redis_calls(redis)
+                    calls[(name, route)] = {
+                        command: n - before.get(command, 0)
+                        for command, n in after.items()
+                        if n != before.get(command, 0) and command != "info"
+                    }
+    expected = {"cache-get": {"get": 1}, "session-read": {"get": 2}, "me": {"get": 3}}
+    for (name, route), seen in calls.items():
+        assert seen == expected[route], (name, route)
+
+
+def _get(url: str, headers: dict[str, str]) -> None:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        assert r.status == 200
+
+
+def test_hotspots_profile_one_qapp_worker_under_a_routes_load() -> None:
+    """`bench.hotspots` profiles one qapp worker under a second of `/auth/me`: own time comes
+    back by package, qapp's among them, and by function, each share a percentage."""
+    profile = hotspots.profile_route("me", connections=4, seconds=1)
+    assert "qapp" in {p.function for p in profile.packages}
+    assert profile.functions
+    for spot in [*profile.packages, *profile.functions]:
+        assert 0 <= spot.share <= 100
+        assert spot.calls > 0
+    # Every package is listed: their shares (each rounded) add up to the whole.
+    assert abs(sum(p.share for p in profile.packages) - 100) < 3
+    assert hotspots.summary(profile).startswith("by package: ")
 
 
 def test_pgbench_ceiling_increments_the_stores_own_row(

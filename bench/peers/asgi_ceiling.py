@@ -1,10 +1,13 @@
-"""The ceiling of the fast path: a bare ASGI function on granian, no framework at all.
+"""The ceiling of a server: a bare ASGI function, no framework at all.
 
-It answers the two routes the peers share, exactly as they do (``GET
-/health`` pings Redis, ``POST /counter/atomic`` is one INCRBY), with
-nothing between granian and redis.asyncio: no routing table, no request
-object, no hooks. What qapp on granian reaches of this is what its
-framework and its own hooks leave of the server's speed.
+It answers the routes the peers share, exactly as they do (``GET /health``
+pings Redis, ``POST /counter/atomic`` is one INCRBY, the reads of a cached
+value, a session and the logged-in user make qapp's Redis calls, through
+:mod:`bench.peers.reads`), with nothing between the server and
+redis.asyncio: no routing table, no request object, no hooks. It runs on
+granian with the fast path's settings, and on hypercorn with qapp serve's
+defaults: what qapp reaches of it on each is what its framework and its own
+hooks leave of that server's speed.
 
 Configured by ``PEER_REDIS_URL``.
 """
@@ -17,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as redis
+
+from bench.peers import reads
 
 COUNTER_KEY = "asgi-ceiling:counter"
 PID = os.getpid()
@@ -57,8 +62,15 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+def _session_id(scope: dict[str, Any]) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            return reads.session_id(value.decode("latin-1"))
+    return None
+
+
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """The whole app: two routes, each one Redis command, and a 404."""
+    """The whole app: five routes, their Redis calls, and a 404."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
@@ -70,6 +82,12 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         elif route == ("GET", "/health"):
             await client.ping()
             await _answer(send, 200, {"status": "ok", "worker": PID, "store": "redis"})
+        elif route[0] == "GET" and route[1].startswith("/cache/"):
+            await _answer(send, *await reads.cache_get(client, route[1][len("/cache/") :]))
+        elif route == ("GET", "/session/counter"):
+            await _answer(send, *await reads.session_counter(client, _session_id(scope)))
+        elif route == ("GET", "/auth/me"):
+            await _answer(send, *await reads.me(client, _session_id(scope)))
         else:
             await _answer(send, 404, {"error": "not_found", "message": "no such route"})
     except redis.RedisError as exc:

@@ -1,11 +1,14 @@
-"""The async peer: FastAPI with redis.asyncio, serving the Flask peer's two routes.
+"""The async peer: FastAPI with redis.asyncio, serving the bench's one-store-call routes.
 
 What an adopter who left Flask for asyncio would write first: FastAPI on
 uvicorn (uvloop and httptools, ``uvicorn[standard]``), one
 ``redis.asyncio.Redis`` per worker process, made when uvicorn's worker
 imports this module (its connections are opened lazily, inside that
 worker's event loop). ``GET /health`` pings Redis, ``POST /counter/atomic``
-is one INCRBY, each answering the same JSON as qapp's routes.
+is one INCRBY, and the reads of a cached value, a session and the logged-in
+user make the same Redis calls as qapp's (:mod:`bench.peers.reads`), each
+answering the same JSON as qapp's routes. The session id is FastAPI's
+``Cookie`` parameter.
 
 Configured by ``PEER_REDIS_URL``.
 """
@@ -13,11 +16,14 @@ Configured by ``PEER_REDIS_URL``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Awaitable
+from typing import Annotated, Any
 
 import redis.asyncio as redis
-from fastapi import FastAPI
+from fastapi import Cookie, FastAPI
 from fastapi.responses import JSONResponse
+
+from bench.peers import reads
 
 COUNTER_KEY = "fastapi-peer:counter"
 
@@ -56,3 +62,36 @@ async def counter_atomic() -> dict[str, Any] | JSONResponse:
         body = {"error": "store_unavailable", "message": str(exc)}
         return JSONResponse(body, status_code=503)
     return {"strategy": "atomic", "value": value, "worker": os.getpid()}
+
+
+@app.get("/cache/{key}", response_model=None)
+async def cache_get(key: str) -> dict[str, Any] | JSONResponse:
+    """One GET of the cached value, as qapp's ``GET /cache/<key>``."""
+    return _json(await _read(reads.cache_get(client, key)))
+
+
+@app.get("/session/counter", response_model=None)
+async def session_counter(
+    session: Annotated[str | None, Cookie()] = None,
+) -> dict[str, Any] | JSONResponse:
+    """This client's session counter: the session, then its counter, as qapp reads them."""
+    return _json(await _read(reads.session_counter(client, session)))
+
+
+@app.get("/auth/me", response_model=None)
+async def me(session: Annotated[str | None, Cookie()] = None) -> dict[str, Any] | JSONResponse:
+    """The logged-in user: the session, the user's login generation, the user's record."""
+    return _json(await _read(reads.me(client, session)))
+
+
+async def _read(call: Awaitable[reads.Answer]) -> reads.Answer:
+    try:
+        return await call
+    except redis.RedisError as exc:
+        return 503, {"error": "store_unavailable", "message": str(exc)}
+
+
+def _json(answer: reads.Answer) -> dict[str, Any] | JSONResponse:
+    # A plain dict for 200, as the other routes answer; the status otherwise.
+    status, body = answer
+    return body if status == 200 else JSONResponse(body, status_code=status)

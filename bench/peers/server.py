@@ -1,4 +1,5 @@
-"""Run the peers like qapp's servers, on free loopback ports: Flask, FastAPI, bare ASGI."""
+"""Run the peers like qapp's servers, on free loopback ports: Flask, FastAPI, bare ASGI
+on granian and on hypercorn."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from qapp.testing import HypercornServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _PeerServer(HypercornServer):
+class PeerServer(HypercornServer):
     """A peer app on Redis under its own server, with :class:`~qapp.testing.HypercornServer`'s
     process handling: readiness (``/health`` from every worker), stopping by SIGTERM to the
     parent alone, and the log kept for error messages. Only the command differs."""
@@ -44,7 +45,7 @@ class _PeerServer(HypercornServer):
         return self
 
 
-class GunicornServer(_PeerServer):
+class GunicornServer(PeerServer):
     """The Flask peer under gunicorn's gthread workers, ``threads`` per worker."""
 
     name = "gunicorn"
@@ -81,7 +82,7 @@ class GunicornServer(_PeerServer):
         ]  # fmt: skip
 
 
-class UvicornServer(_PeerServer):
+class UvicornServer(PeerServer):
     """The FastAPI peer under uvicorn's own workers (uvloop and httptools), as it ships."""
 
     name = "uvicorn"
@@ -105,7 +106,7 @@ class UvicornServer(_PeerServer):
         ]  # fmt: skip
 
 
-class CeilingServer(_PeerServer):
+class CeilingServer(PeerServer):
     """The bare ASGI function under granian, with the fast path's settings."""
 
     name = "granian"
@@ -126,4 +127,29 @@ class CeilingServer(_PeerServer):
             "--http", "1",
             "--backlog", "2048",
             self.app,
+        ]  # fmt: skip
+
+
+class HypercornCeilingServer(PeerServer):
+    """The bare ASGI function under ``qapp serve``: hypercorn with qapp's serving defaults.
+
+    The same command and defaults as qapp on hypercorn (asyncio workers, a
+    listening socket per worker, the repository's hypercorn.toml values),
+    with the bare function in place of qapp's service.
+    """
+
+    name = "hypercorn"
+
+    def __init__(self, *, redis_url: str, workers: int = 2, port: int | None = None) -> None:
+        super().__init__(
+            app="bench.peers.asgi_ceiling:app", redis_url=redis_url, workers=workers, port=port
+        )
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "qapp.tools.cli", "serve",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers),
+            "--app", self.app,
+            "--server", "hypercorn",
         ]  # fmt: skip
