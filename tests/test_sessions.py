@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -506,3 +507,24 @@ async def test_anonymous_sessions_start_short_and_login_gives_the_full_ttl(
             await asyncio.sleep(2.5)
             assert (await c.get("/auth/me")).json() == {"username": "ada"}
             assert (await c.get("/session/counter")).json() == {"counter": 1}
+
+
+def test_cookie_signature_is_itsdangerous_hmac_derivation(tmp_path: Path) -> None:
+    """Keys derived once sign exactly as itsdangerous' per-call hmac derivation does, both ways."""
+    app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
+    app.config["SECRET_KEY_FALLBACKS"] = ["an-older-key-" + "o" * 32]
+    ours = StoreSessionInterface().serializer(app)
+    theirs = URLSafeSerializer(
+        [*app.config["SECRET_KEY_FALLBACKS"], app.secret_key],
+        salt=sessions.SALT,
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+    )
+    sid = "x" * 43
+    assert ours.dumps(sid) == theirs.dumps(sid)
+    assert ours.loads(theirs.dumps(sid)) == sid
+    older = URLSafeSerializer(
+        app.config["SECRET_KEY_FALLBACKS"][0],
+        salt=sessions.SALT,
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+    )
+    assert ours.loads(older.dumps(sid)) == sid  # a fallback key still verifies

@@ -11,6 +11,7 @@ store errors become JSON answers; the ids are signed with itsdangerous
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,12 @@ __all__ = ["StoreSessionInterface", "install"]
 log = logging.getLogger(__name__)
 
 
+def derive_key(secret: str | bytes) -> bytes:
+    """``secret`` as itsdangerous derives it with ``key_derivation="hmac"`` and the session salt."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(raw, SALT.encode(), hashlib.sha256).digest()
+
+
 class StoreSessionInterface(SessionInterface):
     """Quart's session hooks for :class:`ServerSession`: they only sign and read cookies.
 
@@ -38,16 +45,32 @@ class StoreSessionInterface(SessionInterface):
     request, where store errors become JSON answers.
     """
 
+    def __init__(self) -> None:
+        # The last signer made, and the keys it was made from: one per app,
+        # made again only if the app's keys change.
+        self._signer: tuple[tuple[str | bytes, ...], URLSafeSerializer] | None = None
+
     def serializer(self, app: Quart) -> URLSafeSerializer:
-        """The signer of session ids: HMAC-SHA256 keyed by the app's secret key."""
-        keys: list[str | bytes] = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
-        # itsdangerous signs with the last key and accepts all of them.
-        keys.append(app.secret_key)  # type: ignore[arg-type]
-        return URLSafeSerializer(
-            keys,  # type: ignore[arg-type]
-            salt=SALT,
-            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+        """The signer of session ids: HMAC-SHA256 keyed by the app's secret key.
+
+        The same signatures as itsdangerous' ``key_derivation="hmac"``, with
+        each key derived once, not on every request: the derived keys are
+        given with ``key_derivation="none"``.
+        """
+        keys: tuple[str | bytes, ...] = (
+            *(app.config.get("SECRET_KEY_FALLBACKS") or ()),
+            app.secret_key,  # type: ignore[arg-type]
         )
+        if self._signer is None or self._signer[0] != keys:
+            derived = [derive_key(key) for key in keys]
+            # itsdangerous signs with the last key and accepts all of them.
+            signer = URLSafeSerializer(
+                derived,
+                salt=SALT,
+                signer_kwargs={"key_derivation": "none", "digest_method": hashlib.sha256},
+            )
+            self._signer = (keys, signer)
+        return self._signer[1]
 
     def get_expiration_time(self, app: Quart, session: SessionMixin) -> datetime | None:
         """When the cookie ends: None (with the browser), or the session's ttl from now.
