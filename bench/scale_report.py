@@ -172,7 +172,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"sqlite": "#4c72b0", "redis": "#c44e52", "postgresql": "#2a6f97"}
+    colours = {"sqlite": "#4c72b0", "redis": "#c44e52", "postgresql": "#55a868"}
     fig, axes = plt.subplots(1, len(OPS), figsize=(4.2 * len(OPS), 3.8), sharey=True)
     for ax, op in zip(axes, OPS, strict=True):
         for c in data["curves"]:

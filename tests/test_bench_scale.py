@@ -25,7 +25,7 @@ def test_scale_on_sqlite_and_redis_writes_json_markdown_and_chart(tmp_path: Path
     """`--scale --sizes 1e2,1e3` grows SQLite and Redis, measures every operation at each
     size and the cleanup of expired rows, and writes scale.json, scale.md and scale.png."""
     argv = [sys.executable, "-m", "bench", "--scale", "--sizes", "1e2,1e3"]
-    argv += ["--stores", "sqlite,redis", "--ops", "100", "-c", "8", "--sweep-cap", "5"]
+    argv += ["--stores", "sqlite,redis", "--ops", "100", "-c", "8", "--sweep-cap", "3"]
     argv += ["--out", str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
