@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", type=Path, default=RESULTS, help="output directory (default bench/results)"
     )
+    p.add_argument(
+        "--scale", action="store_true", help="the stores' cost curve instead (--scale --help)"
+    )
     return p
 
 
@@ -161,6 +165,11 @@ def profile_missed(targets: list[Target], settings: Settings) -> list[Target]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when it ran (whether or not targets were met)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scale" in argv:
+        from bench.scale_cli import main as scale
+
+        return scale([arg for arg in argv if arg != "--scale"])
     args = parser().parse_args(argv)
     known: dict[str, StoreName] = {name: name for name in STORES}
     bad = [s for s in args.stores if s not in known]
