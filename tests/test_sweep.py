@@ -21,8 +21,8 @@ from qapp.store.backends.sqlite import SQLiteStore
 from qapp.store.backends.sweep import SWEEP_BATCH, SweepCounts
 from qapp.testing.postgres import PostgresServer
 
-#: Expired rows each test starts with: a hundred batches.
-EXPIRED = 50_000
+#: Expired rows each test starts with: twenty batches.
+EXPIRED = 10_000
 #: Seconds a test waits for the background sweep before it fails (a deadline, not a speed).
 PATIENCE = 120.0
 
