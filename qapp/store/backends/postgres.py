@@ -64,6 +64,7 @@ import contextlib
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
@@ -91,7 +92,7 @@ from qapp.store.backends.postgres_sql import (
     UNLOCK,
 )
 from qapp.store.backends.postgres_wakeups import Wakeups, payload
-from qapp.store.backends.sweep import SweepCounts, sweep_in_batches
+from qapp.store.backends.sweep import BackgroundSweep, SweepCounts, sweep_in_batches
 from qapp.store.errors import (
     ConfigurationError,
     InvalidValue,
@@ -233,8 +234,7 @@ class PostgresStore(PostgresKeys, SharedStore):
         check_url(url)
         self._pool: Pool | None = None
         self._pooling = asyncio.Lock()
-        self._next_sweep = 0.0
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = BackgroundSweep(self._sweep, SWEEP_INTERVAL)
         #: What this store object's sweeps have deleted, and in how many statements.
         self.sweeps = SweepCounts()
         # This worker's LISTEN connection, made by the first listener.
@@ -295,22 +295,13 @@ class PostgresStore(PostgresKeys, SharedStore):
     async def _write(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run a writing statement, then start a sweep of expired rows if one is due."""
         rows = await self._fetch(sql, *args)
-        now = time.monotonic()
-        if now >= self._next_sweep and (self._sweeper is None or self._sweeper.done()):
-            self._next_sweep = now + SWEEP_INTERVAL
-            # In the background: this writer's answer need not wait for it.
-            self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper.start_if_due(time.monotonic())
         return rows
 
-    async def _sweep(self) -> None:
-        this = asyncio.current_task()
-
-        def still_ours() -> bool:
-            return self._sweeper is this  # disconnect() stops it between batches
-
+    async def _sweep(self, go_on: Callable[[], bool]) -> None:
         # Best effort: reads filter expired rows anyway; the next sweep tries again.
         try:
-            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
+            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=go_on)
             await self._fetch(SWEEP_LOCKS)
         except StoreError as exc:
             log.warning("sweep of expired rows failed: %s", exc)
@@ -328,9 +319,7 @@ class PostgresStore(PostgresKeys, SharedStore):
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            await asyncio.gather(sweeper, return_exceptions=True)
+        await self._sweeper.stop()
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -60,7 +61,7 @@ from qapp.store.backends.sqlite_sql import (
     SWEEP_LOCKS,
     UNLOCK,
 )
-from qapp.store.backends.sweep import SweepCounts, sweep_in_batches
+from qapp.store.backends.sweep import BackgroundSweep, SweepCounts, sweep_in_batches
 from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
 from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
@@ -134,8 +135,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         check_folder(url, self.path)
         self._conn: aiosqlite.Connection | None = None
         self._connecting = asyncio.Lock()
-        self._next_sweep = 0.0
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = BackgroundSweep(self._sweep, SWEEP_INTERVAL)
         #: What this store object's sweeps have deleted, and in how many statements.
         self.sweeps = SweepCounts()
 
@@ -213,25 +213,17 @@ class SQLiteStore(SQLiteKeys, SharedStore):
 
     async def _write(self, sql: str, params: dict[str, Any]) -> list[Any]:
         rows = await self._run(sql, params)
-        if params["now"] >= self._next_sweep and (self._sweeper is None or self._sweeper.done()):
-            self._next_sweep = params["now"] + SWEEP_INTERVAL
-            # In the background: this writer's answer waits for none of it.
-            self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper.start_if_due(params["now"])
         return rows
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, go_on: Callable[[], bool]) -> None:
         """The sweep a writer starts: expired rows in batches, then free pages given back."""
-        this = asyncio.current_task()
-
-        def still_ours() -> bool:
-            return self._sweeper is this  # disconnect() stops it between batches
-
         # Best effort, and never the writer's failure: its write is already
         # committed, and a caller told it failed would retry it (and count
         # twice). Reads filter expired rows anyway; the next sweep tries again.
         try:
-            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=still_ours)
-            if still_ours():
+            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=go_on)
+            if go_on():
                 await self._run(SWEEP_LOCKS, {"now": time.time()})
                 await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
         except StoreUnavailable as exc:
@@ -253,11 +245,8 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         await self._connection()
 
     async def disconnect(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            # It stops after the statement in flight (see _sweep), before the
-            # connection it uses is closed.
-            await asyncio.gather(sweeper, return_exceptions=True)
+        # It stops after the statement in flight, before the connection it uses is closed.
+        await self._sweeper.stop()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()

@@ -9,17 +9,19 @@ as the last one took, so that other writers (of this process and of
 others) get the store at least half the time while a sweep runs.
 
 :class:`SweepCounts` is what a store's sweeps have done, kept so that an
-operator (and a test) can see how the work was split.
+operator (and a test) can see how the work was split; :class:`BackgroundSweep`
+is how a store's writers start one now and then without waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["SWEEP_BATCH", "SweepCounts", "sweep_in_batches"]
+__all__ = ["SWEEP_BATCH", "BackgroundSweep", "SweepCounts", "sweep_in_batches"]
 
 #: The most expired rows one sweep statement deletes.
 SWEEP_BATCH = 500
@@ -69,3 +71,35 @@ async def sweep_in_batches(
         await asyncio.sleep(time.monotonic() - began)
         if not go_on():
             return swept
+
+
+class BackgroundSweep:
+    """The sweep a store's writers start now and then: one at a time, in the background.
+
+    ``run(go_on)`` does one sweep, asking ``go_on()`` between its statements;
+    it answers False once :meth:`stop` was called, so a closing store waits
+    only for the statement in flight.
+    """
+
+    def __init__(
+        self, run: Callable[[Callable[[], bool]], Coroutine[Any, Any, None]], every: float
+    ) -> None:
+        self._run = run
+        self._every = every
+        self._next = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start_if_due(self, now: float) -> None:
+        """Start a sweep if ``every`` seconds have passed since the last and none runs."""
+        if now < self._next or (self._task is not None and not self._task.done()):
+            return
+        self._next = now + self._every
+        # In the background: the writer's answer waits for none of it.
+        task = asyncio.create_task(self._run(lambda: self._task is task))
+        self._task = task
+
+    async def stop(self) -> None:
+        """Let the sweep that runs end after its statement in flight, and wait for it."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
