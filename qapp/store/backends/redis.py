@@ -37,7 +37,6 @@ import contextlib
 import functools
 import hashlib
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NoReturn
@@ -50,6 +49,7 @@ from redis.backoff import ExponentialBackoff
 
 from qapp.store.backends.base import SharedStore, TokenLease
 from qapp.store.backends.redis_keys import RedisKeys
+from qapp.store.backends.redis_lean import LeanCommands
 from qapp.store.backends.redis_urls import Durability, check_client_url, split_durability
 from qapp.store.backends.redis_wakeups import Wakeups
 from qapp.store.errors import InvalidValue, StaleLease, StoreUnavailable
@@ -65,6 +65,8 @@ POOL_OPTIONS: dict[str, Any] = {
     "socket_timeout": 5.0,
     "health_check_interval": 30,
 }
+#: The options of :data:`POOL_OPTIONS` that are each connection's, not the pool's.
+CONNECTION_OPTIONS = ("socket_connect_timeout", "socket_timeout", "health_check_interval")
 
 DATA_PREFIX = "qapp:k:"
 LOCK_PREFIX = "qapp:l:"
@@ -129,6 +131,50 @@ class _Client:
     #: Durable writes in flight at once: half the slots, so that writes blocked
     #: in WAIT (a replica down) never take every connection from the reads.
     waiters: asyncio.Semaphore
+    #: Where single commands go past redis-py's client (plain Redis), else None.
+    lean: LeanCommands | None
+
+
+class _Held:
+    """The slots one store call holds while it runs its commands; see RedisStore._command.
+
+    A class rather than a generator-based context manager: it is entered by
+    every store call, and this costs a fraction of ``asynccontextmanager``.
+    """
+
+    __slots__ = ("client", "gates", "taken")
+
+    def __init__(self, client: _Client, gates: tuple[asyncio.Semaphore, ...]) -> None:
+        self.client = client
+        self.gates = gates
+        self.taken: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> _Client:
+        try:
+            for gate in self.gates:
+                if gate.locked():
+                    # Only a wait needs the time limit (and its cost).
+                    async with asyncio.timeout(POOL_OPTIONS["timeout"]):
+                        await gate.acquire()
+                else:
+                    await gate.acquire()
+                self.taken.append(gate)
+        except TimeoutError:
+            self._release()
+            raise StoreUnavailable("Redis: no connection free in time") from None
+        except BaseException:
+            self._release()
+            raise
+        return self.client
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._release()
+        if isinstance(exc, FAILURES):
+            _fail(exc)
+
+    def _release(self) -> None:
+        while self.taken:
+            self.taken.pop().release()
 
 
 class RedisStore(RedisKeys, SharedStore):
@@ -136,6 +182,9 @@ class RedisStore(RedisKeys, SharedStore):
 
     scheme = "redis"
     scope = "cluster"
+    #: Single commands skip redis-py's client (:mod:`~qapp.store.backends.redis_lean`);
+    #: Sentinel and Cluster, whose client finds the server, keep it.
+    lean_commands = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -165,10 +214,16 @@ class RedisStore(RedisKeys, SharedStore):
         """The worker's client, created on first use inside its event loop."""
         if self._client is None:
             client, size = self._new_client()
+            lean = None
+            if self.lean_commands:
+                lean = LeanCommands(
+                    self.client_url, {key: POOL_OPTIONS[key] for key in CONNECTION_OPTIONS}
+                )
             self._client = _Client(
                 redis=client,
                 slots=asyncio.Semaphore(size),
                 waiters=asyncio.Semaphore(max(1, size // 2)),
+                lean=lean,
             )
         return self._client
 
@@ -194,8 +249,7 @@ class RedisStore(RedisKeys, SharedStore):
         """The worker's redis-py client, created on first use inside its event loop."""
         return self._connect().redis
 
-    @contextlib.asynccontextmanager
-    async def _command(self, write: bool = False) -> AsyncIterator[_Client]:
+    def _command(self, write: bool = False) -> _Held:
         """Run commands on the client, one pool connection's worth, failing as our own error.
 
         redis-py's blocking pool wakes waiters unfairly: a task that has just
@@ -209,21 +263,15 @@ class RedisStore(RedisKeys, SharedStore):
         :attr:`_Client.waiters`, before its connection, never while holding one.
         """
         client = self._connect()
-        gates = [client.slots]
         if write and self.durability is not None:
-            gates.insert(0, client.waiters)
-        async with contextlib.AsyncExitStack() as held:
-            try:
-                async with asyncio.timeout(POOL_OPTIONS["timeout"]):
-                    for gate in gates:
-                        await gate.acquire()
-                        held.callback(gate.release)
-            except TimeoutError:
-                raise StoreUnavailable("Redis: no connection free in time") from None
-            try:
-                yield client
-            except FAILURES as exc:
-                _fail(exc)
+            return _Held(client, (client.waiters, client.slots))
+        return _Held(client, (client.slots,))
+
+    async def _call(self, client: _Client, *command: str | int) -> Any:
+        """Send one command: on a connection of its own where it can (plain Redis)."""
+        if client.lean is not None:
+            return await client.lean.execute(*command)
+        return await client.redis.execute_command(*command)
 
     async def _write(self, client: _Client, route: str, *command: str | int) -> Any:
         """Send one command that changes data; durable mode waits until replicas hold it.
@@ -231,7 +279,7 @@ class RedisStore(RedisKeys, SharedStore):
         ``route`` is a key the command touches: on Cluster, the node to wait on.
         """
         if self.durability is None:
-            return await client.redis.execute_command(*command)
+            return await self._call(client, *command)
         result, acked = await self._send_and_wait(client, route, command, self.durability)
         if int(acked) < self.durability.replicas:
             raise StoreUnavailable(
@@ -264,7 +312,7 @@ class RedisStore(RedisKeys, SharedStore):
             call = (*command, len(keys), *keys, *args)
             try:
                 if send is None:
-                    return await client.redis.execute_command(*call)
+                    return await self._call(client, *call)
                 return await send(*call)
             except redis.exceptions.NoScriptError:
                 # Not run: a server that has not seen it (a restart, a new
@@ -275,15 +323,17 @@ class RedisStore(RedisKeys, SharedStore):
     async def disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            if client.lean is not None:
+                await client.lean.aclose()
             await client.redis.aclose()
 
     async def ping(self) -> None:
         async with self._command() as client:
-            await client.redis.ping()
+            await self._call(client, "PING")
 
     async def get(self, key: str) -> JSONValue:
         async with self._command() as client:
-            raw = await client.redis.get(self._data_key(key))
+            raw = await self._call(client, "GET", self._data_key(key))
         return None if raw is None else loads(raw)
 
     async def set(self, key: str, value: JSONValue, ttl: float | None = None) -> None:

@@ -139,6 +139,7 @@ class ClusterStore(LocalWakeups, RedisStore):
     """A store sharded over the masters of a Redis Cluster, followed across failovers."""
 
     scheme = "redis+cluster"
+    lean_commands = False
 
     def _check_url(self) -> None:
         self.topology = parse_topology(self.client_url, CLUSTER_PORT)

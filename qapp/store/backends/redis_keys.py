@@ -75,6 +75,10 @@ class RedisKeys(Store):
         """One pool connection's worth of commands, failing as the store's own error."""
 
     @abc.abstractmethod
+    async def _call(self, client: Any, *command: str | int) -> Any:
+        """Send one command and return its reply."""
+
+    @abc.abstractmethod
     async def _write(self, client: Any, route: str, *command: str | int) -> Any:
         """Send one command that changes data (durable mode: then wait for replicas)."""
 
@@ -129,7 +133,7 @@ class RedisKeys(Store):
 
     async def ttl(self, key: str) -> float | None:
         async with self._command() as client:
-            ms = int(await client.redis.execute_command("PTTL", self._data_key(key)))
+            ms = int(await self._call(client, "PTTL", self._data_key(key)))
         # PTTL: -2 for a missing key, -1 for one without expiry.
         if ms == -2:
             return None
@@ -141,7 +145,7 @@ class RedisKeys(Store):
             return {}
 
         async def read(client: Any, group: list[str]) -> list[tuple[str, Any]]:
-            return list(zip(group, await client.redis.execute_command("MGET", *group), strict=True))
+            return list(zip(group, await self._call(client, "MGET", *group), strict=True))
 
         found: dict[str, JSONValue] = {}
         for pairs in await self._per_slot(list(stored), read, write=False):

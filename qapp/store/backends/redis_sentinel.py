@@ -87,6 +87,7 @@ class SentinelStore(LocalWakeups, RedisStore):
     """A store in the master that Sentinel names, followed across failovers."""
 
     scheme = "redis+sentinel"
+    lean_commands = False
 
     _sentinel: aiosentinel.Sentinel | None = None
 
