@@ -528,3 +528,26 @@ def test_cookie_signature_is_itsdangerous_hmac_derivation(tmp_path: Path) -> Non
         signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
     )
     assert ours.loads(older.dumps(sid)) == sid  # a fallback key still verifies
+
+
+def test_good_cookies_are_remembered_until_the_keys_change(tmp_path: Path) -> None:
+    """A good cookie is checked once; a forged one never passes; a new key forgets the old ones."""
+    from qapp.ext import session_cookie
+
+    app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
+    interface = StoreSessionInterface()
+    sid = "y" * 43
+    good = interface.serializer(app).dumps(sid)
+    assert interface.session_id(app, good) == sid
+    assert interface.session_id(app, good) == sid  # remembered: the same answer
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    for _ in range(3):
+        assert interface.session_id(app, forged) is None
+    # More good cookies than are remembered: the memory starts again, answers stay right.
+    for n in range(session_cookie.VERIFIED_KEPT + 5):
+        other = f"{n:043d}"
+        assert interface.session_id(app, interface.serializer(app).dumps(other)) == other
+    assert interface.session_id(app, good) == sid
+    # A new secret key, the old one not kept as a fallback: the old cookie is dead at once.
+    app.secret_key = "a-new-key-" + "n" * 40
+    assert interface.session_id(app, good) is None

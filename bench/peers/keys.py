@@ -4,11 +4,11 @@ The peers serve the one-store-call routes with the same store calls qapp
 makes for them, in the same order:
 
 - ``GET /cache/bench``: one GET of the cached value;
-- ``GET /session/counter``: one GET of the session, one of its counter
-  (qapp reads the session when the request starts, then the value);
-- ``GET /auth/me``: one GET of the session, one of the user's login
-  generation (qapp checks it, so that logging out everywhere works), one of
-  the user's record (qapp's user loader).
+- ``GET /session/counter``: one MGET of the session and its counter (qapp
+  reads the session with its values in one call when the request starts);
+- ``GET /auth/me``: the same MGET, then one GET of the user's login
+  generation (qapp checks it, so that logging out everywhere works) and one
+  of the user's record (qapp's user loader).
 
 Their session cookie is an opaque random id with no signature: a peer
 written from scratch would do no more. qapp's cookie is signed, which qapp

@@ -36,18 +36,26 @@ async def cache_get(client: redis.Redis, key: str) -> Answer:
     return 200, {"key": key, "value": json.loads(raw).get("value")}
 
 
+async def _session(client: redis.Redis, sid: str) -> tuple[Any, Any]:
+    """One MGET: the session and its counter, as qapp reads a session with its values."""
+    session, counter = await client.mget(session_key(sid), counter_key(sid))
+    return session, counter
+
+
 async def session_counter(client: redis.Redis, sid: str | None) -> Answer:
-    """Two GETs: the session, then its counter; 0 without one."""
-    if sid is None or await client.get(session_key(sid)) is None:
+    """One MGET: the session and its counter; 0 without a session."""
+    if sid is None:
         return 200, {"counter": 0}
-    raw = await client.get(counter_key(sid))
+    session, raw = await _session(client, sid)
+    if session is None:
+        return 200, {"counter": 0}
     value = None if raw is None else json.loads(raw)
     return 200, {"counter": value if isinstance(value, int) else 0}
 
 
 async def me(client: redis.Redis, sid: str | None) -> Answer:
-    """Three GETs: the session, the user's login generation, the user's record; else 401."""
-    raw = None if sid is None else await client.get(session_key(sid))
+    """An MGET of the session, then GETs of the user's login generation and record; else 401."""
+    raw = None if sid is None else (await _session(client, sid))[0]
     if raw is None:
         return UNAUTHORIZED
     session = json.loads(raw)

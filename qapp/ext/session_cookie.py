@@ -31,11 +31,18 @@ __all__ = ["StoreSessionInterface", "install"]
 
 log = logging.getLogger(__name__)
 
+#: Good cookies a worker remembers with their session ids, per app (then it starts again).
+VERIFIED_KEPT = 4096
+
 
 def derive_key(secret: str | bytes) -> bytes:
     """``secret`` as itsdangerous derives it with ``key_derivation="hmac"`` and the session salt."""
     raw = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(raw, SALT.encode(), hashlib.sha256).digest()
+
+
+#: A signer of session ids, the keys it was made from, and the cookies it found good.
+Signer = tuple[tuple[str | bytes, ...], URLSafeSerializer, dict[str, str]]
 
 
 class StoreSessionInterface(SessionInterface):
@@ -46,9 +53,9 @@ class StoreSessionInterface(SessionInterface):
     """
 
     def __init__(self) -> None:
-        # The last signer made, and the keys it was made from: one per app,
-        # made again only if the app's keys change.
-        self._signer: tuple[tuple[str | bytes, ...], URLSafeSerializer] | None = None
+        # The last signer made, the keys it was made from and the cookies it
+        # found good: one per app, made again only if the app's keys change.
+        self._signer: Signer | None = None
 
     def serializer(self, app: Quart) -> URLSafeSerializer:
         """The signer of session ids: HMAC-SHA256 keyed by the app's secret key.
@@ -69,8 +76,34 @@ class StoreSessionInterface(SessionInterface):
                 salt=SALT,
                 signer_kwargs={"key_derivation": "none", "digest_method": hashlib.sha256},
             )
-            self._signer = (keys, signer)
+            self._signer = (keys, signer, {})
         return self._signer[1]
+
+    def session_id(self, app: Quart, cookie: str) -> str | None:
+        """The session id ``cookie`` carries, if its signature is good; else None.
+
+        A cookie found good is remembered with its id (at most
+        :data:`VERIFIED_KEPT`, forgotten when the app's keys change): the
+        same string would pass the same check, and a client sends its cookie
+        with every request. Only good cookies are remembered, so forged ones
+        pay for the check every time and grow nothing.
+        """
+        serializer = self.serializer(app)
+        assert self._signer is not None
+        verified = self._signer[2]
+        known = verified.get(cookie)
+        if known is not None:
+            return known
+        try:
+            value = serializer.loads(cookie)
+        except BadSignature:
+            return None
+        if not (isinstance(value, str) and ID_PATTERN.fullmatch(value)):
+            return None
+        if len(verified) >= VERIFIED_KEPT:
+            verified.clear()
+        verified[cookie] = value
+        return value
 
     def get_expiration_time(self, app: Quart, session: SessionMixin) -> datetime | None:
         """When the cookie ends: None (with the browser), or the session's ttl from now.
@@ -95,15 +128,7 @@ class StoreSessionInterface(SessionInterface):
         # Not cookies.get(name): werkzeug's get raises and catches a KeyError
         # when the cookie is missing, on every request of a client without one.
         cookie = cookies[name] if name in cookies else None  # noqa: SIM401
-        candidate = None
-        if cookie:
-            try:
-                value = self.serializer(app).loads(cookie)
-            except BadSignature:
-                value = None
-            if isinstance(value, str) and ID_PATTERN.fullmatch(value):
-                candidate = value
-        return ServerSession(candidate)
+        return ServerSession(self.session_id(app, cookie) if cookie else None)
 
     async def save_session(
         self,

@@ -128,6 +128,8 @@ class ServerSession(SecureCookieSession):
         self.drop_cookie = False
         #: The request authenticated with a bearer token: no cookie is set or read.
         self.stateless = False
+        #: The session's values as read with it, and as this request changed them.
+        self._values: dict[str, JSONValue] = {}
 
     # -- reads mark the answer as depending on the session ---------------------
 
@@ -186,20 +188,32 @@ class ServerSession(SecureCookieSession):
     # -- the session's life ---------------------------------------------------
 
     async def load(self) -> ServerSession:
-        """Read the session from the store (once per request) and renew its ttl."""
+        """Read the session from the store (once per request) and renew its ttl.
+
+        The session's values (``session_values``) are read in the same store
+        call (one ``MGET`` on Redis), so a route that reads one of them
+        makes no second call: :meth:`value` answers what the store held when
+        the session was read, or what this request itself wrote since.
+        """
         if self.loaded:
             return self
         if self.candidate is not None:
             store, _, names = self._home()
-            data = await store.get(self.candidate)
+            sid = self.candidate
+            if names:
+                keys = self._keys(sid, names)
+                found = await store.get_many(keys)
+                data = found.get(sid)
+            else:
+                found, data = {}, await store.get(sid)
             if isinstance(data, dict):
-                self.sid = self.candidate
+                self.sid = sid
                 super().update(data)
+                self._values = {name: found.get(f"{sid}:{name}") for name in names}
                 _, ttl, _ = self._home()  # now that the data says who is logged in
-                if self._renewal_due(self.sid, ttl):
+                if self._renewal_due(sid, ttl):
                     # Sliding expiry: the data and every value live on together.
-                    keys = self._keys(self.sid, names)
-                    renewals = [store.expire(key, ttl) for key in keys]
+                    renewals = [store.expire(key, ttl) for key in self._keys(sid, names)]
                     user_id = dict.get(self, USER_KEY)
                     if user_id is not None:
                         # The user's generation lives at least as long as each
@@ -208,7 +222,7 @@ class ServerSession(SecureCookieSession):
                         gens = generations(self._state())
                         renewals.append(gens.expire(generation_key(user_id), ttl))
                     await asyncio.gather(*renewals)
-                    self._renewed(self.sid)
+                    self._renewed(sid)
                     if self.remembered:
                         # A cookie that outlives the browser follows the ttl.
                         self.issue_cookie = True
@@ -239,6 +253,7 @@ class ServerSession(SecureCookieSession):
             while not await store.add(sid, dict(self), ttl=ttl):
                 sid = secrets.token_urlsafe(ID_BYTES)
             self.sid = sid
+            self._values = {}
             self.issue_cookie = True
             self.drop_cookie = False
             self.modified = False
@@ -275,7 +290,7 @@ class ServerSession(SecureCookieSession):
         store until its ttl ends; it never reached the client.
         """
         await self.load()
-        old, before = self.sid, dict(self)
+        old, before, values = self.sid, dict(self), dict(self._values)
         flags = (self.issue_cookie, self.drop_cookie, self.modified)
         try:
             super().update(changes)
@@ -284,14 +299,14 @@ class ServerSession(SecureCookieSession):
             if old is not None:
                 store, ttl, names = self._home()
                 for name in names:
-                    value = await store.get(f"{old}:{name}")
+                    value = self._values[name] = await store.get(f"{old}:{name}")
                     if value is not None:
                         await store.set(f"{new}:{name}", value, ttl=ttl)
                 await self._delete_all(store, old, names)
         except BaseException:
             super().clear()
             super().update(before)
-            self.sid = old
+            self.sid, self._values = old, values
             self.issue_cookie, self.drop_cookie, self.modified = flags
             raise
         return new
@@ -306,6 +321,7 @@ class ServerSession(SecureCookieSession):
 
     def _forget(self) -> None:
         super().clear()
+        self._values = {}
         self.sid = None
         self.issue_cookie = False
         self.drop_cookie = True
@@ -333,19 +349,25 @@ class ServerSession(SecureCookieSession):
         sid = await self.ensure()
         # The ttl applies when the increment creates the key; after that the
         # session renews it on each request, together with the session itself.
-        return await store.incr(f"{sid}:{name}", delta, ttl=ttl)
+        value = self._values[name] = await store.incr(f"{sid}:{name}", delta, ttl=ttl)
+        return value
 
     async def value(self, name: str) -> JSONValue:
         """This session's value ``name``, or None; never creates a session."""
         store, _ = self._value_home(name)
         await self.load()
-        return None if self.sid is None else await store.get(f"{self.sid}:{name}")
+        if self.sid is None:
+            return None
+        if name in self._values:
+            return self._values[name]
+        return await store.get(f"{self.sid}:{name}")
 
     async def set_value(self, name: str, value: JSONValue) -> None:
         """Set this session's value ``name``, creating the session if needed."""
         store, ttl = self._value_home(name)
         sid = await self.ensure()
         await store.set(f"{sid}:{name}", value, ttl=ttl)
+        self._values[name] = value
 
 
 #: Quart's ``session`` proxy, typed as what it is with qapp: ``await session.incr("n")``
