@@ -46,11 +46,16 @@ when needed:
   is worth on a short request: on granian a ``receive`` is a round trip
   through its Rust runtime, and the waiting one alone was 7 % of a
   worker's CPU (reading the first message inline on every such request
-  cost 15–20 % more CPU per request on the cheapest routes). The
-  difference is confined to clients that leave within that time: their
-  request runs to its end (the answer goes nowhere) instead of being
-  cancelled part way. A request still running then (a lock wait, a
-  computation) is cancelled as before, at most that much later.
+  cost 15–20 % more CPU per request on the cheapest routes). The delay
+  is a second, not a few milliseconds, because a loaded server answers
+  late: at a thousand connections most answers take a few hundred
+  milliseconds, and a short delay started the watch (a task and a
+  ``receive``) for nearly every request exactly when CPU was scarcest.
+  The difference is confined to clients that leave within that time:
+  their request runs to its end (the answer goes nowhere) instead of
+  being cancelled part way. A request still running then (a lock wait,
+  a long poll, a computation) is cancelled as before, at most that much
+  later.
 
 A request whose body nobody read has it marked complete once answered,
 so that code reading it later (a background task with a copy of the
@@ -111,8 +116,9 @@ __all__ = ["LeanHTTPConnection", "install"]
 REMEMBERED = 1024
 
 #: Seconds a request without a body runs before its client is watched for
-#: going away. Most answers are sent sooner and never pay for the watch.
-WATCH_AFTER = 0.02
+#: going away. Most answers are sent sooner and never pay for the watch, even
+#: on a server loaded with a thousand connections.
+WATCH_AFTER = 1.0
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
