@@ -19,6 +19,8 @@ module             concept
 ``report``         JSON, Markdown and the chart
 ``hotspots``       a short cProfile of one qapp worker under a route's load
 ``profiled``       qapp's service with cProfile on, for ``hotspots``
+``appcost``        ``python -m bench.appcost``: the CPU a request costs inside
+                   qapp, bare Quart and FastAPI, called in process, no server
 ``peers``          the Flask and FastAPI peers, the bare-ASGI ceiling, their
                    servers, and the Redis reads they share with qapp
 =================  ==========================================================

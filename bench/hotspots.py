@@ -75,9 +75,10 @@ def _where(file: str, line: int, name: str) -> str:
 def _package(file: str, name: str) -> str:
     """The top-level package a function belongs to; C functions by their type's module."""
     if file == "~":
-        # e.g. "<method 'send' of 'granian._granian.ASGIHTTPProtocol' objects>"
-        owner = name.split(" of '", 1)[1].split(".", 1)[0] if " of '" in name else ""
-        return f"{owner or 'builtins'} (C)"
+        # e.g. "<method 'send' of 'granian._granian.ASGIHTTPProtocol' objects>"; a
+        # built-in type's has no module: "<method 'join' of 'str' objects>".
+        owner = name.split(" of '", 1)[1].split("'", 1)[0] if " of '" in name else ""
+        return f"{owner.split('.', 1)[0] if '.' in owner else 'builtins'} (C)"
     short = _short(file)
     return short.split("/", 1)[0].removesuffix(".py")
 
@@ -95,14 +96,24 @@ def by_package(stats_path: Path, count: int = 6) -> list[Hotspot]:
     return [Hotspot(pkg, round(100 * t / total, 1), int(n)) for pkg, (t, n) in ranked]
 
 
-def top(stats_path: Path, count: int = 8) -> list[Hotspot]:
-    """The ``count`` functions with the most own time in a cProfile dump."""
+def top(
+    stats_path: Path, count: int = 8, *, cumulative: bool = False, package: str | None = None
+) -> list[Hotspot]:
+    """The ``count`` functions with the most own time in a cProfile dump.
+
+    With ``cumulative``, the most cumulative time instead (their own and their
+    callees'), still as a share of the whole profile's time; with ``package``,
+    only that package's functions (as :func:`by_package` names it: ``quart``).
+    """
     stats = pstats.Stats(str(stats_path))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(value[2] for value in entries.values()) or 1.0
-    ranked = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:count]
+    column = 3 if cumulative else 2
+    if package is not None:
+        entries = {func: v for func, v in entries.items() if _package(func[0], func[2]) == package}
+    ranked = sorted(entries.items(), key=lambda item: item[1][column], reverse=True)[:count]
     return [
-        Hotspot(_where(*func), round(100 * value[2] / total, 1), int(value[1]))
+        Hotspot(_where(*func), round(100 * value[column] / total, 1), int(value[1]))
         for func, value in ranked
     ]
 
