@@ -192,7 +192,7 @@ def test_the_peers_reads_make_the_same_redis_calls_as_qapps(tmp_path: Path) -> N
     expected = {
         "cache-get": {"get": 1},
         "session-read": {"mget": 1},
-        "me": {"mget": 1, "get": 2},
+        "me": {"mget": 1, "get": 1},
     }
     for (name, route), seen in calls.items():
         assert seen == expected[route], (name, route)

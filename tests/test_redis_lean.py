@@ -175,3 +175,21 @@ async def test_session_value_follows_this_requests_own_changes(
         assert await answer.get_json() == {"seen": [1, 6, 6, 40]}
         again = await client.get("/session/counter")
         assert await again.get_json() == {"counter": 40}
+
+
+async def test_logged_in_read_reads_the_login_generation_with_the_session(
+    redis_app: Quart, redis_url: str
+) -> None:
+    """GET /auth/me reads the session, its values and the user's login generation in one
+    MGET, then the user (tests/test_auth_features.py holds logging out everywhere to it)."""
+    creds = {"username": "grace", "password": "a long enough password"}
+    async with redis_app.test_app():
+        client = redis_app.test_client()
+        assert (await client.post("/auth/register", json=creds)).status_code == 201
+        assert (await client.post("/auth/login", json=creds)).status_code == 200
+        # The first read renews the new session's ttl and notes whose it is.
+        assert (await client.get("/auth/me")).status_code == 200
+        _reset_calls(redis_url)
+        answer = await client.get("/auth/me")
+        assert await answer.get_json() == {"username": "grace"}
+        assert _calls(redis_url) == {"mget": 1, "get": 1}

@@ -6,9 +6,10 @@ makes for them, in the same order:
 - ``GET /cache/bench``: one GET of the cached value;
 - ``GET /session/counter``: one MGET of the session and its counter (qapp
   reads the session with its values in one call when the request starts);
-- ``GET /auth/me``: the same MGET, then one GET of the user's login
-  generation (qapp checks it, so that logging out everywhere works) and one
-  of the user's record (qapp's user loader).
+- ``GET /auth/me``: one MGET of the session, its counter and the user's
+  login generation (qapp checks it, so that logging out everywhere works;
+  both read it with the session once the process has seen that session
+  name its user), then one GET of the user's record (qapp's user loader).
 
 Their session cookie is an opaque random id with no signature: a peer
 written from scratch would do no more. qapp's cookie is signed, which qapp

@@ -90,6 +90,10 @@ class QappState:
     #: Session id -> when this worker last renewed it: a cache of writes already
     #: made, never the truth (that is the store's ttl). Bounded by the sessions.
     renewals: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: Session id -> the user it named when this worker last read it: lets the
+    #: next read fetch that user's login generation in the same store call. A
+    #: hint, never the truth (that is the session's data). Bounded likewise.
+    session_users: OrderedDict[str, str | int] = field(default_factory=OrderedDict)
     #: When this worker last warned that limits let requests through on a store error.
     ratelimit_warned: float = float("-inf")
 

@@ -55,6 +55,7 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any, cast
 
 from quart import session as quart_session
@@ -63,7 +64,7 @@ from quart.sessions import SecureCookieSession
 
 from qapp.ext import ratelimit
 from qapp.ext.context import QappState, state_of
-from qapp.state import JSONValue, Store
+from qapp.state import JSONValue, Namespace, Store
 
 __all__ = [
     "ID_BYTES",
@@ -130,6 +131,8 @@ class ServerSession(SecureCookieSession):
         self.stateless = False
         #: The session's values as read with it, and as this request changed them.
         self._values: dict[str, JSONValue] = {}
+        #: A user id and its login generation, when read with the session.
+        self._generation: tuple[str | int, JSONValue] | None = None
 
     # -- reads mark the answer as depending on the session ---------------------
 
@@ -179,47 +182,47 @@ class ServerSession(SecureCookieSession):
         return last is None or time.monotonic() - last >= ttl * RENEW_EVERY
 
     def _renewed(self, sid: str) -> None:
-        renewals = self._state().renewals
-        renewals[sid] = time.monotonic()
-        renewals.move_to_end(sid)
-        while len(renewals) > RENEWALS_KEPT:
-            renewals.popitem(last=False)
+        _remember(self._state().renewals, sid, time.monotonic())
 
     # -- the session's life ---------------------------------------------------
 
     async def load(self) -> ServerSession:
         """Read the session from the store (once per request) and renew its ttl.
 
-        The session's values (``session_values``) are read in the same store
-        call (one ``MGET`` on Redis), so a route that reads one of them
-        makes no second call: :meth:`value` answers what the store held when
-        the session was read, or what this request itself wrote since.
+        One store call (one ``MGET`` on Redis) reads the session with its
+        values (``session_values``), so a route that reads one of them makes
+        no second call: :meth:`value` answers what the store held when the
+        session was read, or what this request itself wrote since. When this
+        worker has read the session before and it named a user, the same
+        call reads that user's login generation, which ``g.user`` checks.
         """
         if self.loaded:
             return self
         if self.candidate is not None:
             store, _, names = self._home()
             sid = self.candidate
-            if names:
-                keys = self._keys(sid, names)
-                found = await store.get_many(keys)
-                data = found.get(sid)
-            else:
-                found, data = {}, await store.get(sid)
+            state = self._state()
+            hint = state.session_users.get(sid)
+            found, generation = await self._read(store, sid, names, hint)
+            data = found.get(sid)
             if isinstance(data, dict):
                 self.sid = sid
                 super().update(data)
                 self._values = {name: found.get(f"{sid}:{name}") for name in names}
+                user_id = dict.get(self, USER_KEY)
+                if generation is not None and generation[0] == user_id:
+                    self._generation = generation
+                if isinstance(user_id, str | int):
+                    _remember(state.session_users, sid, user_id)
                 _, ttl, _ = self._home()  # now that the data says who is logged in
                 if self._renewal_due(sid, ttl):
                     # Sliding expiry: the data and every value live on together.
                     renewals = [store.expire(key, ttl) for key in self._keys(sid, names)]
-                    user_id = dict.get(self, USER_KEY)
                     if user_id is not None:
                         # The user's generation lives at least as long as each
                         # of the user's sessions, or logout_everywhere could
                         # find it gone and start counting again.
-                        gens = generations(self._state())
+                        gens = generations(state)
                         renewals.append(gens.expire(generation_key(user_id), ttl))
                     await asyncio.gather(*renewals)
                     self._renewed(sid)
@@ -229,6 +232,36 @@ class ServerSession(SecureCookieSession):
         self.loaded = True
         self.modified = False
         return self
+
+    async def _read(
+        self, store: Store, sid: str, names: frozenset[str], user_id: str | int | None
+    ) -> tuple[dict[str, JSONValue], tuple[str | int, JSONValue] | None]:
+        """The session's keys as found (by their names in ``store``), and, if
+        ``user_id`` is given, that user's login generation, read in the same call."""
+        keys = self._keys(sid, names)
+        root, prefix = _root_of(store)
+        wanted = {prefix + key: key for key in keys}
+        generation_at = None
+        if user_id is not None:
+            gens_root, gens_prefix = _root_of(generations(self._state()))
+            if gens_root is root:
+                generation_at = gens_prefix + generation_key(user_id)
+                wanted[generation_at] = generation_at
+        if len(wanted) == 1:
+            value = await store.get(sid)
+            return ({} if value is None else {sid: value}), None
+        found = await root.get_many(list(wanted))
+        generation = None
+        if generation_at is not None and user_id is not None:
+            generation = (user_id, found.pop(generation_at, None))
+        return {wanted[key]: value for key, value in found.items()}, generation
+
+    def known_generation(self, user_id: str | int) -> tuple[bool, JSONValue]:
+        """``(True, generation)`` if the session's read fetched ``user_id``'s login
+        generation, else ``(False, None)``."""
+        if self._generation is not None and self._generation[0] == user_id:
+            return True, self._generation[1]
+        return False, None
 
     @property
     def remembered(self) -> bool:
@@ -320,8 +353,11 @@ class ServerSession(SecureCookieSession):
         self._forget()
 
     def _forget(self) -> None:
+        if self.sid is not None:
+            self._state().session_users.pop(self.sid, None)
         super().clear()
         self._values = {}
+        self._generation = None
         self.sid = None
         self.issue_cookie = False
         self.drop_cookie = True
@@ -373,6 +409,23 @@ class ServerSession(SecureCookieSession):
 #: Quart's ``session`` proxy, typed as what it is with qapp: ``await session.incr("n")``
 #: type-checks. A proxy to the current request's session, not a value of its own.
 session = cast(ServerSession, quart_session)
+
+
+def _remember(memory: OrderedDict[str, Any], sid: str, value: Any) -> None:
+    """Note ``value`` for ``sid`` in a worker's memory of at most :data:`RENEWALS_KEPT` sessions."""
+    memory[sid] = value
+    memory.move_to_end(sid)
+    while len(memory) > RENEWALS_KEPT:
+        memory.popitem(last=False)
+
+
+def _root_of(store: Store) -> tuple[Store, str]:
+    """The store that ``store`` is a namespace of (itself if none), and its keys' prefix there."""
+    prefix = ""
+    while isinstance(store, Namespace):
+        prefix = store.prefix + prefix
+        store = store.store
+    return store, prefix
 
 
 def generations(state: QappState) -> Store:

@@ -126,7 +126,9 @@ async def _session_user() -> Any:
     user_id = session.get(USER_KEY) if session.sid is not None else None
     if not _is_user_id(user_id):
         return None
-    generation = await generations(state).get(generation_key(user_id))
+    known, generation = session.known_generation(user_id)
+    if not known:
+        generation = await generations(state).get(generation_key(user_id))
     if session.get(GENERATION_KEY) != generation:
         await session.destroy()
         return None
