@@ -129,28 +129,20 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _announces_no_body(scope: Any) -> tuple[bool, int | None]:
-    """Whether an HTTP/1 request has neither a ``Content-Length`` above 0 nor chunks,
-    and the ``Content-Length`` it gave (None without one).
+def _announces_no_body(scope: Any) -> bool:
+    """True for an HTTP/1 request with neither a ``Content-Length`` above 0 nor chunks.
 
     A server delivers no body for such a request (RFC 9112, 6.3), though
     Quart's test client may; over HTTP/2 a body needs no length header, so
-    there the answer is always False. The length comes from the same scan
-    of the headers: werkzeug's ``content_length`` would look both headers up
-    again, raising and catching a ``KeyError`` for each one missing.
+    there the answer is always False.
     """
     if scope.get("http_version") not in ("1.1", "1.0"):
-        return False, None
-    length = None
+        return False
     for key, value in scope["headers"]:
         name = key.lower()
-        if name == b"transfer-encoding":
-            return False, None
-        if name == b"content-length":
-            if value.strip() != b"0":
-                return False, None
-            length = 0
-    return True, length
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
 
 
 #: Body class -> its on-demand subclass, made once per class (usually only Quart's ``Body``).
@@ -213,13 +205,12 @@ class LeanHTTPConnection(ASGIHTTPConnection):
                 reader.add_done_callback(reader_done)
 
         watch: asyncio.TimerHandle | None = None
-        bodiless, length = _announces_no_body(self.scope)
-        if bodiless:
+        if _announces_no_body(self.scope):
             # Read only when asked: the body when the app first reads it, the
             # client's going away once the answer takes a while.
             limit = self.app.config["MAX_CONTENT_LENGTH"]
             kind: type[Any] = type(request.body)
-            body = _on_demand(kind)(length, limit)
+            body = _on_demand(kind)(request.content_length, limit)
             body.start = start_reading
             request.body = body
             watch = asyncio.get_running_loop().call_later(WATCH_AFTER, start_reading)
