@@ -22,6 +22,12 @@ and a cell reports the median of its rounds in µs of this process's CPU
 Redis's own) per request. Every answer must be 200: a route that is not
 ready is an error of one line, never a measurement of 401s or 404s.
 ``--profile ROUTE`` adds a cProfile of qapp on one route.
+
+The process collects garbage as a ``qapp serve`` worker does (a frozen heap
+and a high young-generation threshold, :mod:`qapp.server.worker`), for all
+three apps alike: with Python's defaults the collector's full passes over
+the heap cost qapp's service, whose heap is the largest, about a fifth of
+its CPU. ``--python-gc`` keeps the defaults.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from bench.peers import keys, reads
 from bench.routes import CACHE_KEY, CACHE_VALUE, PEER_ROUTES, ROUTES, USER, Route
 from qapp.app import create_app
 from qapp.ext.fastpath import LeanHTTPConnection
+from qapp.server.worker import tune_gc
 from qapp.testing import RedisServer, ServerError, redis_server_binary
 
 Scope = dict[str, Any]
@@ -419,6 +426,9 @@ class Settings:
     repeat: int = 3
     #: A route (its name) to profile qapp on after the rounds, or None.
     profile: str | None = None
+    #: Collect garbage as a ``qapp serve`` worker does (:func:`qapp.server.worker.tune_gc`),
+    #: for every app alike; False keeps Python's defaults.
+    worker_gc: bool = True
 
 
 @dataclass
@@ -505,6 +515,10 @@ async def _measured(call: Caller, scope: Scope, settings: Settings) -> tuple[flo
     if settings.warmup:
         await load(call, scope, settings.warmup, settings.concurrency)
     gc.collect()
+    if settings.worker_gc:
+        # What exists now (the apps, their connections) is frozen, as a worker
+        # freezes what exists once its app is imported.
+        tune_gc()
     cpu, wall = time.process_time(), time.perf_counter()
     await load(call, scope, settings.requests, settings.concurrency)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -834,6 +848,11 @@ def parser() -> argparse.ArgumentParser:
         help="also profile qapp on this route (one of --routes) with cProfile",
     )
     p.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's collector defaults instead of a qapp serve worker's, for every app",
+    )
+    p.add_argument(
         "-o",
         "--out",
         type=Path,
@@ -858,6 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         repeat=args.repeat,
         profile=args.profile,
+        worker_gc=not args.python_gc,
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
