@@ -18,7 +18,7 @@ from itsdangerous import URLSafeSerializer
 from quart import Quart, session
 
 from qapp import create_app
-from qapp.ext import StoreSessionInterface, sessions, state_of
+from qapp.ext import StoreSessionInterface, session_cookie, sessions, state_of
 from qapp.state import Store
 from qapp.testing import free_port
 from tests.storedump import assert_json_error, client_with_dead_store, cookie_of, snapshot
@@ -532,8 +532,6 @@ def test_cookie_signature_is_itsdangerous_hmac_derivation(tmp_path: Path) -> Non
 
 def test_good_cookies_are_remembered_until_the_keys_change(tmp_path: Path) -> None:
     """A good cookie is checked once; a forged one never passes; a new key forgets the old ones."""
-    from qapp.ext import session_cookie
-
     app = create_app({"STORE_URL": "memory://", "INSTANCE_PATH": str(tmp_path)})
     interface = StoreSessionInterface()
     sid = "y" * 43
@@ -551,3 +549,35 @@ def test_good_cookies_are_remembered_until_the_keys_change(tmp_path: Path) -> No
     # A new secret key, the old one not kept as a fallback: the old cookie is dead at once.
     app.secret_key = "a-new-key-" + "n" * 40
     assert interface.session_id(app, good) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        ([(b"cookie", b"session=abc.def")], "abc.def"),
+        ([(b"Cookie", b"theme=dark; session=abc.def; lang=fr")], "abc.def"),
+        ([(b"cookie", b"xsession=nope; session_x=nope")], None),
+        ([(b"cookie", b"theme=dark"), (b"cookie", b" session = abc ")], "abc"),
+        ([(b"cookie", b"session=first; session=second")], "first"),
+        ([(b"cookie", b"session=")], ""),
+        ([(b"cookie", b'session="a b"')], session_cookie.QUOTED),  # left to werkzeug
+    ],
+)
+def test_the_session_cookie_is_found_in_raw_headers(
+    headers: list[tuple[bytes, bytes]], expected: str | None
+) -> None:
+    """The session cookie is read from the raw headers as werkzeug reads an unquoted value;
+    a quoted one is left to werkzeug."""
+    assert session_cookie.cookie_value(headers, "session") == expected
+
+
+async def test_a_quoted_session_cookie_is_parsed_by_werkzeug(
+    client: httpx.AsyncClient, app: Quart
+) -> None:
+    """A session cookie sent quoted still names its session (werkzeug unquotes it)."""
+    cookie = cookie_of(await client.post("/session/counter/inc"))
+    assert cookie is not None
+    client.cookies.clear()
+    answer = await client.get("/session/counter", headers={"Cookie": f'session="{cookie}"'})
+    assert answer.json() == {"counter": 1}

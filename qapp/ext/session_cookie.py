@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,32 @@ log = logging.getLogger(__name__)
 
 #: Good cookies a worker remembers with their session ids, per app (then it starts again).
 VERIFIED_KEPT = 4096
+
+
+#: What :func:`cookie_value` answers for a quoted value, which it leaves to werkzeug.
+QUOTED = '"'
+
+
+def cookie_value(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
+    """The first value of cookie ``name`` in raw ``Cookie`` headers; None without one.
+
+    The session cookie is an itsdangerous token (URL-safe characters and
+    dots), so finding it needs none of werkzeug's cookie parsing, which
+    builds a dict of every cookie the browser sends, on every request. A
+    quoted value answers :data:`QUOTED`, for werkzeug to unquote. A value
+    split wrongly here can only fail its signature check: it is never
+    adopted.
+    """
+    wanted = name.encode("latin-1")
+    for key, value in headers:
+        if key.lower() != b"cookie":
+            continue
+        for part in value.split(b";"):
+            found, equals, raw = part.strip().partition(b"=")
+            if equals and found.strip() == wanted:
+                raw = raw.strip()
+                return QUOTED if raw.startswith(b'"') else raw.decode("latin-1")
+    return None
 
 
 def derive_key(secret: str | bytes) -> bytes:
@@ -117,17 +144,13 @@ class StoreSessionInterface(SessionInterface):
         return None
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
-        # Most API clients send no cookies at all: then there is nothing to
-        # parse or verify (werkzeug would parse an empty Cookie header).
-        for key, _ in request.scope["headers"]:
-            if key.lower() == b"cookie":
-                break
-        else:
-            return ServerSession()
-        cookies, name = request.cookies, self.get_cookie_name(app)
-        # Not cookies.get(name): werkzeug's get raises and catches a KeyError
-        # when the cookie is missing, on every request of a client without one.
-        cookie = cookies[name] if name in cookies else None  # noqa: SIM401
+        # Most API clients send no cookies at all: then there is nothing to verify.
+        name = self.get_cookie_name(app)
+        cookie = cookie_value(request.scope["headers"], name)
+        if cookie == QUOTED:
+            # A quoted value (never one this module set): werkzeug's parser.
+            cookies = request.cookies
+            cookie = cookies[name] if name in cookies else None  # noqa: SIM401
         return ServerSession(self.session_id(app, cookie) if cookie else None)
 
     async def save_session(

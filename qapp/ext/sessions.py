@@ -133,6 +133,7 @@ class ServerSession(SecureCookieSession):
         self._values: dict[str, JSONValue] = {}
         #: A user id and its login generation, when read with the session.
         self._generation: tuple[str | int, JSONValue] | None = None
+        self._app_state: QappState | None = None
 
     # -- reads mark the answer as depending on the session ---------------------
 
@@ -150,9 +151,11 @@ class ServerSession(SecureCookieSession):
 
     # -- where it lives ----------------------------------------------------
 
-    @staticmethod
-    def _state() -> QappState:
-        return state_of()
+    def _state(self) -> QappState:
+        # Looked up once: a session belongs to one request of one app.
+        if self._app_state is None:
+            self._app_state = state_of()
+        return self._app_state
 
     def _home(self) -> tuple[Store, float, frozenset[str]]:
         """The session store, this session's ttl now, and the app's session values.
