@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,10 +234,27 @@ async def test_sqlite_sweep_batches_follow_the_seconds_its_statements_took(
     async with await open_store(f"sqlite://{path}") as store:
         assert isinstance(store, SQLiteStore)
         expire_in_sqlite(path)
-        noted, seen = recording(store._sweep_batch)
-        assert await sweep_in_batches(noted, store.sweeps) == EXPIRED
+        async with store._sweeping() as delete_batch:
+            noted, seen = recording(delete_batch)
+            assert await sweep_in_batches(noted, store.sweeps) == EXPIRED
         assert_followed(seen)
     assert count_sqlite(path) == 0
+
+
+async def test_sqlite_sweep_checkpoints_what_it_deleted_into_the_database_file(
+    tmp_path: Path,
+) -> None:
+    """The sweep copies its statements' pages from the write-ahead log into the file itself:
+    the file alone, without its log, holds none of the expired rows once the sweep is done."""
+    path = tmp_path / "q.db"
+    async with await open_store(f"sqlite://{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        expire_in_sqlite(path)
+        assert await store.sweep() == EXPIRED
+        alone = tmp_path / "alone.db"
+        shutil.copyfile(path, alone)  # the database file, not its -wal
+        assert count_sqlite(path) == 0
+    assert count_sqlite(alone) == 0
 
 
 async def test_failed_sweep_is_logged_and_fails_no_write(

@@ -24,7 +24,13 @@ the smaller the batches.
 On SQLite the statements stay on the worker's connection rather than one of
 the sweep's own: there, a worker's write would wait for SQLite's lock
 inside its connection's thread, polling with sleeps of a millisecond and
-more, and every read queued behind it would wait as long.
+more, and every read queued behind it would wait as long. What the sweep
+does move off that connection is the checkpoint of the pages it changed:
+after each statement, a connection of the sweep's own copies them from the
+write-ahead log into the file, in a thread, waiting for no one. Left to the
+worker's connection, a few dozen statements' pages would be copied at once
+by whichever statement found the log past SQLite's threshold (1,000
+pages), with every operation queued behind it waiting.
 
 :class:`SweepCounts` is what a store's sweeps have done, kept so that an
 operator (and a test) can see how the work was split; :class:`BackgroundSweep`
