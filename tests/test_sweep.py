@@ -257,6 +257,20 @@ async def test_sqlite_sweep_checkpoints_what_it_deleted_into_the_database_file(
     assert count_sqlite(alone) == 0
 
 
+async def test_sqlite_sweep_of_a_store_not_yet_opened_makes_its_file_owner_only(
+    tmp_path: Path,
+) -> None:
+    """A sweep before any other operation opens the store as any operation does: the file
+    it makes is the owner's alone, the sweep's own connection opening it only after."""
+    path = tmp_path / "q.db"
+    store = SQLiteStore(f"sqlite://{path}")
+    try:
+        assert await store.sweep() == 0
+    finally:
+        await store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 async def test_failed_sweep_is_logged_and_fails_no_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -245,6 +245,7 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         connection counts, so the busier the worker, the smaller the batches
         (see :mod:`~qapp.store.backends.sweep`).
         """
+        await self._connection()  # the file exists, made owner-only, before the side opens it
         side = await asyncio.to_thread(self._open_side)
         try:
 
@@ -261,9 +262,13 @@ class SQLiteStore(SQLiteKeys, SharedStore):
 
     def _open_side(self) -> sqlite3.Connection:
         try:
+            # mode=rw: never the one to create the file (_probe makes it owner-only).
             # Used by one thread at a time, not always the same one (asyncio.to_thread).
             return sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                f"{self.path.resolve().as_uri()}?mode=rw",
+                uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite: {exc}") from exc
