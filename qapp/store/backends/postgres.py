@@ -308,11 +308,16 @@ class PostgresStore(PostgresKeys, SharedStore):
 
     async def _sweep_batch(self, batch: int) -> tuple[int, float]:
         # Timed by the server: the wait for a pooled connection and for this
-        # event loop is no part of what the statement costs the store.
+        # event loop is no part of what the statement costs the store. Its
+        # clock is the wall clock, so it is held within the time seen from
+        # here: a clock set back or forward mid-statement cannot make the
+        # rest after it negative or long.
+        began = time.monotonic()
         rows = await self._fetch(SWEEP, batch)
+        waited = time.monotonic() - began
         deleted: int = rows[0][0]
         seconds: float = rows[0][1]
-        return deleted, seconds
+        return deleted, min(max(seconds, 0.0), waited)
 
     async def sweep(self) -> int:
         """Delete every expired row now, a batch per statement; return how many went."""
