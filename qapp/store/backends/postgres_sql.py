@@ -104,9 +104,10 @@ RETURNING value::text::int8
 """
 # One batch of the sweep: at most $1 rows, skipping rows a writer holds, so
 # it never stalls writers for long; the predicate is checked again on the
-# row it deletes. It answers how many rows went. The keys are gathered into
-# an array first, so that the rows are found by the primary key: with
-# "key IN (subquery)" the planner may hash-join a scan of the whole table.
+# row it deletes. It answers how many rows went, and the seconds the server
+# spent on it (the clock is read once every row is gone). The keys are
+# gathered into an array first, so that the rows are found by the primary
+# key: with "key IN (subquery)" the planner may hash-join a scan of the whole table.
 SWEEP = f"""
 WITH gone AS (
     DELETE FROM qapp_kv WHERE key = ANY(ARRAY(
@@ -115,7 +116,7 @@ WITH gone AS (
     )) AND {_DEAD}
     RETURNING 1
 )
-SELECT count(*) FROM gone
+SELECT count(*), extract(epoch FROM clock_timestamp() - {_NOW})::float8 FROM gone
 """
 # The rows of locks whose holder died (a released lock's row is deleted at
 # once), bounded and skipping rows in use as SWEEP does.

@@ -22,9 +22,10 @@ Why it is correct under many coroutines and many processes:
   writer wait for the lock instead of failing with "database is locked".
 - Expiry uses the wall clock (``time.time``), the only clock that every
   process agrees on. Expired rows are filtered on every read and swept now
-  and then: a writer starts the sweep in the background, and it deletes a
-  few hundred rows per statement however many have expired
-  (:mod:`~qapp.store.backends.sweep`), so it never holds the write lock long.
+  and then: a writer starts the sweep in the background, and it deletes as
+  many rows per statement as take a couple of milliseconds, however many
+  have expired (:mod:`~qapp.store.backends.sweep`), so it never holds the
+  write lock, or the worker's connection, long.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -61,7 +62,12 @@ from qapp.store.backends.sqlite_sql import (
     SWEEP_LOCKS,
     UNLOCK,
 )
-from qapp.store.backends.sweep import BackgroundSweep, SweepCounts, sweep_in_batches
+from qapp.store.backends.sweep import (
+    BackgroundSweep,
+    DeleteBatch,
+    SweepCounts,
+    sweep_in_batches,
+)
 from qapp.store.errors import ConfigurationError, InvalidValue, StaleLease, StoreUnavailable
 from qapp.store.values import JSONValue, check_ttl, dumps, loads
 
@@ -222,22 +228,65 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         # committed, and a caller told it failed would retry it (and count
         # twice). Reads filter expired rows anyway; the next sweep tries again.
         try:
-            await sweep_in_batches(self._sweep_batch, self.sweeps, go_on=go_on)
+            async with self._sweeping() as delete_batch:
+                await sweep_in_batches(delete_batch, self.sweeps, go_on=go_on)
             if go_on():
                 await self._run(SWEEP_LOCKS, {"now": time.time()})
                 await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
         except StoreUnavailable as exc:
             log.warning("sweep of expired rows failed: %s", exc)
 
-    async def _sweep_batch(self, batch: int) -> int:
-        return len(await self._run(SWEEP, {"now": time.time(), "batch": batch}))
+    @contextlib.asynccontextmanager
+    async def _sweeping(self) -> AsyncIterator[DeleteBatch]:
+        """One sweep's ``delete_batch``: each statement on the worker's connection, then a
+        passive checkpoint of what it wrote from a connection of the sweep's own, in a thread.
+
+        The statement is timed from here: its wait for its turn on the
+        connection counts, so the busier the worker, the smaller the batches
+        (see :mod:`~qapp.store.backends.sweep`).
+        """
+        await self._connection()  # the file exists, made owner-only, before the side opens it
+        side = await asyncio.to_thread(self._open_side)
+        try:
+
+            async def delete_batch(batch: int) -> tuple[int, float]:
+                began = time.perf_counter()
+                rows = await self._run(SWEEP, {"now": time.time(), "batch": batch})
+                seconds = time.perf_counter() - began
+                await asyncio.to_thread(self._checkpoint, side)
+                return len(rows), seconds
+
+            yield delete_batch
+        finally:
+            await asyncio.to_thread(side.close)
+
+    def _open_side(self) -> sqlite3.Connection:
+        try:
+            # mode=rw: never the one to create the file (_probe makes it owner-only).
+            # Used by one thread at a time, not always the same one (asyncio.to_thread).
+            return sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=rw",
+                uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    @staticmethod
+    def _checkpoint(side: sqlite3.Connection) -> None:
+        try:
+            side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
 
     async def sweep(self) -> int:
         """Delete every expired row now, a batch per statement; return how many went.
 
         Dead holders' lock rows go too (they are not counted).
         """
-        gone = await sweep_in_batches(self._sweep_batch, self.sweeps)
+        async with self._sweeping() as delete_batch:
+            gone = await sweep_in_batches(delete_batch, self.sweeps)
         await self._run(SWEEP_LOCKS, {"now": time.time()})
         return gone
 
