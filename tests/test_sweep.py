@@ -325,3 +325,26 @@ async def test_postgres_sweep_batches_follow_the_seconds_the_server_reports(
         assert await sweep_in_batches(noted, store.sweeps) == EXPIRED
     assert_followed(seen)
     assert postgres_server.psql("SELECT count(*) FROM qapp_kv").strip() == "0"
+
+
+async def test_a_new_sqlite_file_gives_the_space_of_expired_rows_back(tmp_path: Path) -> None:
+    """A new file is made with incremental auto-vacuum, and a sweep hands its free pages back."""
+    path = tmp_path / "qapp.db"
+    store = SQLiteStore(f"sqlite://{path}")
+    async with store:
+        rows = await store._run("PRAGMA auto_vacuum", {})
+        assert rows[0][0] == 2  # INCREMENTAL
+        await store.set_many({f"k{n}": "x" * 2000 for n in range(2000)}, ttl=0.2)
+        await store.set("kept", 1)
+        grown = path.stat().st_size
+        await asyncio.sleep(0.3)
+        assert await store.sweep() == 2000
+        await store._run("PRAGMA wal_checkpoint(TRUNCATE)", {})
+        (before,) = (await store._run("PRAGMA freelist_count", {}))[0]
+        assert before > sqlite_backend.VACUUM_STEP
+        await store._free_pages(lambda: True)
+        (after,) = (await store._run("PRAGMA freelist_count", {}))[0]
+        assert after <= max(0, before - sqlite_backend.VACUUM_PAGES)
+        await store._run("PRAGMA wal_checkpoint(TRUNCATE)", {})
+        assert path.stat().st_size <= grown - (before - after) * 4096 // 2
+        assert await store.get("kept") == 1

@@ -82,6 +82,8 @@ BUSY_TIMEOUT_MS = 5_000
 SWEEP_INTERVAL = 30.0
 #: Free pages a sweep gives back to the file system at most (4 MiB of 4 KiB pages).
 VACUUM_PAGES = 1024
+#: Free pages one ``incremental_vacuum`` statement gives back (256 KiB).
+VACUUM_STEP = 64
 
 
 def path_from_url(url: str) -> Path:
@@ -176,13 +178,15 @@ class SQLiteStore(SQLiteKeys, SharedStore):
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Lets the sweep give the space of expired rows back to the file
+            # system. It takes effect only on a new, empty database, and only
+            # before WAL mode (which writes the file's first page); an older
+            # file needs vacuum() once.
+            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL is durable against a crash of the process (what kills
             # workers); only a power cut may lose the last commits.
             await conn.execute("PRAGMA synchronous = NORMAL")
-            # Lets the sweep give the space of expired rows back to the file
-            # system; it takes effect only on a new database (see vacuum()).
-            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await conn.executescript(SCHEMA)
             columns = await conn.execute_fetchall("PRAGMA table_info(qapp_locks)")
             if "fence" not in {column[1] for column in columns}:
@@ -195,10 +199,18 @@ class SQLiteStore(SQLiteKeys, SharedStore):
             raise StoreUnavailable(f"cannot use SQLite database {self.path}: {exc}") from exc
         return conn
 
-    async def _run(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        """Run one statement and fetch its rows in one driver call."""
+    async def _run(self, sql: str, params: dict[str, Any], *, script: bool = False) -> list[Any]:
+        """Run one statement and fetch its rows in one driver call.
+
+        ``script``: run it as a script, which steps it to its end (Python's
+        driver steps a statement that returns no rows only once, and
+        ``incremental_vacuum`` frees one page per step); no parameters, no rows.
+        """
         conn = await self._connection()
         try:
+            if script:
+                await conn.executescript(sql)
+                return []
             return list(await conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
@@ -232,9 +244,26 @@ class SQLiteStore(SQLiteKeys, SharedStore):
                 await sweep_in_batches(delete_batch, self.sweeps, go_on=go_on)
             if go_on():
                 await self._run(SWEEP_LOCKS, {"now": time.time()})
-                await self._run(f"PRAGMA incremental_vacuum({VACUUM_PAGES})", {})
+                await self._free_pages(go_on)
         except StoreUnavailable as exc:
             log.warning("sweep of expired rows failed: %s", exc)
+
+    async def _free_pages(self, go_on: Callable[[], bool]) -> None:
+        """Give up to :data:`VACUUM_PAGES` free pages back to the file system, a few at a time.
+
+        Each ``incremental_vacuum`` moves pages on the worker's connection
+        like a delete does, so it keeps to the same budget: a step of
+        :data:`VACUUM_STEP` pages, then a rest as long as it took.
+        """
+        given = 0
+        while given < VACUUM_PAGES and go_on():
+            free = await self._run("PRAGMA freelist_count", {})
+            if not free or not free[0][0]:
+                return
+            began = time.monotonic()
+            await self._run(f"PRAGMA incremental_vacuum({VACUUM_STEP})", {}, script=True)
+            given += VACUUM_STEP
+            await asyncio.sleep(time.monotonic() - began)
 
     @contextlib.asynccontextmanager
     async def _sweeping(self) -> AsyncIterator[DeleteBatch]:
