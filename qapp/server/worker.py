@@ -17,11 +17,9 @@ holding hundreds of connections:
   each such collection walks every tracked object in the process: the
   modules, the app, every connection.
 
-Measured on 2 workers under 1,000 connections (``POST /counter/atomic``,
-wrk, 2 cores), the collector took a third of each worker's CPU with the
-defaults; 17 full collections of about 100 ms each did most of it. With
-the settings below it took 4 to 6 %, with no full collection at all, and
-the worst pause fell from about 85 ms to about 45 ms.
+Under a thousand connections the defaults spent about a third of each
+worker's CPU in the collector, most of it in full collections
+(docs/deployment.md has the figures). So:
 
 - :func:`gc.freeze` once the app is imported: everything that exists by
   then (modules, the app, its routes) moves to a permanent generation that
@@ -30,11 +28,10 @@ the worst pause fell from about 85 ms to about 45 ms.
   thresholds of 20 and 100: a young collection then comes every few
   requests and is short, and the collections that walk the older
   generations come twenty and two thousand times less often than it.
-  A young threshold of 50,000 (tried first) made each young collection
-  walk up to ten times as many objects, most of them still in use by the
-  requests in flight: pauses of tens of milliseconds that set the p99 (at
-  64 connections on granian, 61 ms against 19 ms with 5,000, for the same
-  CPU per request).
+  A much higher young threshold also saves the CPU, but each young
+  collection then walks tens of thousands of objects still in use by the
+  requests in flight, a pause long enough to set the p99 (docs/deployment.md
+  has the figures).
 
 This is a policy of the serving process, so it lives here and not in
 :func:`qapp.create_app`: an app imported into another program leaves that

@@ -4,10 +4,9 @@ A store call such as ``get`` is one command and one reply. Through
 ``redis.asyncio.Redis.execute_command`` it also passes a retry wrapper, the
 pool's condition and its own timeout, per-command observability hooks and,
 because a socket timeout is set, an ``asyncio.wait_for`` around the write,
-which on Python 3.11 starts a task per command. Measured in one process
-against a local Redis, that was about 80 µs of CPU per ``get`` where a
-command sent on a connection of one's own took about 27 µs; on a route that
-makes one to three store calls it was the largest share of qapp's own time.
+which on Python 3.11 starts a task per command: together about as much CPU
+as the command itself, and on a route that makes one to three store calls
+the largest share of qapp's own time (docs/benchmarks.md has the figures).
 
 :class:`LeanCommands` keeps that short path and the same guarantees:
 
@@ -19,14 +18,17 @@ makes one to three store calls it was the largest share of qapp's own time.
   a command that takes longer than ``socket_timeout`` fails as before, and
   its connection is closed (redis-py closes a connection whose read is
   interrupted), so a late reply can never be read as another command's.
-- A command that fails because its connection broke (Redis restarted) is
-  sent once more on a fresh connection, as the store's redis-py ``Retry``
-  does; any other failure is raised as it comes.
+- A command that fails because its connection broke (Redis restarted, or
+  closed an idle connection) is sent once more, on that connection
+  connected afresh, as the store's redis-py ``Retry`` does; any other
+  failure is raised as it comes.
 - An error reply (``ResponseError``) leaves the connection in use: its reply
   was read whole.
 
 It holds no limit of its own: the store's semaphore lets no more commands
-run at once than it has slots, so no more connections are ever open here.
+run at once than it has slots, so no more connections than that are ever
+open here (besides those of redis-py's pool, which pipelines, durable
+writes and pub/sub still use).
 Redis Sentinel and Redis Cluster keep redis-py's client, which finds the
 master, follows redirects and refreshes the slot layout.
 """
@@ -53,7 +55,7 @@ class LeanCommands:
         # The URL's query wins over ``options``, as for the store's own pool.
         pool = aioredis.ConnectionPool.from_url(url, decode_responses=True, **options)
         kwargs = dict(pool.connection_kwargs)
-        # The limit is applied around each command instead (see _once):
+        # The limit is applied around each command instead (see _on):
         # redis-py's own would wrap every write in a task.
         limit = kwargs.pop("socket_timeout", None)
         pool.connection_kwargs = {**kwargs, "socket_timeout": None}
