@@ -149,7 +149,14 @@ class SQLiteProbe(Probe):
     def _checkpointed_size(self) -> int:
         conn = sqlite3.connect(self.path, timeout=30)
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # A checkpoint that another connection holds up (the store's own
+            # sweep checkpoints too) answers busy and copies only part of the
+            # log: then the file's size is not yet the data's. Try again.
+            for _ in range(200):
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    break
+                time.sleep(0.01)
         finally:
             conn.close()
         return self.path.stat().st_size
