@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,29 @@ async def test_dead_holder_blocks_only_for_its_lease(shared_store_url: str) -> N
         async with store.lock("held", timeout=5, wait=5):
             waited = time.monotonic() - began
     assert waited <= 2.0 + 1.0
+
+
+def _open_new_file_at_once(url: str, start: float) -> int:
+    """In a child process: wait for ``start``, open the store, increment once; the count."""
+
+    async def go() -> int:
+        store = await open_store(url)
+        try:
+            return await store.incr("opened")
+        finally:
+            await store.close()
+
+    time.sleep(max(0.0, start - time.time()))
+    return asyncio.run(go())
+
+
+def test_workers_opening_a_new_sqlite_file_at_once_all_start(tmp_path: Path) -> None:
+    """Six processes open the same new SQLite file at the same moment, ten times over:
+    every one starts (the loser of SQLite's race to turn on WAL mode tries again)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(6, mp_context=context) as pool:
+        for round_ in range(10):
+            url = f"sqlite://{tmp_path / f'new-{round_}.db'}"
+            start = time.time() + 1.0
+            counts = list(pool.map(_open_new_file_at_once, [url] * 6, [start] * 6))
+            assert sorted(counts) == [1, 2, 3, 4, 5, 6]

@@ -82,6 +82,10 @@ BUSY_TIMEOUT_MS = 5_000
 SWEEP_INTERVAL = 30.0
 #: Free pages a sweep gives back to the file system at most (4 MiB of 4 KiB pages).
 VACUUM_PAGES = 1024
+#: Times a new connection's setup is tried when another worker holds the file,
+#: and the seconds between tries.
+SETUP_ATTEMPTS = 50
+SETUP_RETRY_AFTER = 0.05
 #: Free pages one ``incremental_vacuum`` statement gives back (256 KiB).
 VACUUM_STEP = 64
 
@@ -177,27 +181,43 @@ class SQLiteStore(SQLiteKeys, SharedStore):
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # Lets the sweep give the space of expired rows back to the file
-            # system. It takes effect only on a new, empty database, and only
-            # before WAL mode (which writes the file's first page); an older
-            # file needs vacuum() once.
-            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL is durable against a crash of the process (what kills
-            # workers); only a power cut may lose the last commits.
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.executescript(SCHEMA)
-            columns = await conn.execute_fetchall("PRAGMA table_info(qapp_locks)")
-            if "fence" not in {column[1] for column in columns}:
-                # Another worker may add it first; the column is there either way.
-                with contextlib.suppress(sqlite3.OperationalError):
-                    await conn.execute(ADD_FENCE)
-            await conn.executescript(FENCE_SCHEMA)
+            for attempt in range(SETUP_ATTEMPTS):
+                try:
+                    await self._prepare(conn)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Workers that open a new file at once can meet SQLite's
+                    # deadlock rule while one of them turns on WAL mode: the
+                    # loser is told "locked" at once, without the busy
+                    # timeout. Every step is idempotent: take them again.
+                    if "locked" not in str(exc) or attempt == SETUP_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(SETUP_RETRY_AFTER)
         except (sqlite3.Error, OSError) as exc:
             await conn.close()
             raise StoreUnavailable(f"cannot use SQLite database {self.path}: {exc}") from exc
         return conn
+
+    @staticmethod
+    async def _prepare(conn: aiosqlite.Connection) -> None:
+        """Set a new connection up: its pragmas, then the tables if they are missing."""
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Lets the sweep give the space of expired rows back to the file
+        # system. It takes effect only on a new, empty database, and only
+        # before WAL mode (which writes the file's first page); an older
+        # file needs vacuum() once.
+        await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable against a crash of the process (what kills
+        # workers); only a power cut may lose the last commits.
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.executescript(SCHEMA)
+        columns = await conn.execute_fetchall("PRAGMA table_info(qapp_locks)")
+        if "fence" not in {column[1] for column in columns}:
+            # Another worker may add it first; the column is there either way.
+            with contextlib.suppress(sqlite3.OperationalError):
+                await conn.execute(ADD_FENCE)
+        await conn.executescript(FENCE_SCHEMA)
 
     async def _run(self, sql: str, params: dict[str, Any], *, script: bool = False) -> list[Any]:
         """Run one statement and fetch its rows in one driver call.
