@@ -59,6 +59,7 @@ from quart import Quart
 
 from bench.hotspots import Hotspot, by_package, top
 from bench.peers import keys, reads
+from bench.report import cpu_model, package_version
 from bench.routes import CACHE_KEY, CACHE_VALUE, PEER_ROUTES, ROUTES, USER, Route
 from qapp.app import create_app
 from qapp.ext.fastpath import LeanHTTPConnection
@@ -620,33 +621,18 @@ def run(settings: Settings, *, profile_path: Path | None = None) -> Run:
     return Run(settings, started, time.time() - started, loop, cells, profile)
 
 
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine() -> dict[str, Any]:
     """Where the run happened: CPU, cores, OS, Python, Redis and the packages' versions."""
     redis = subprocess.run(
         [redis_server_binary(), "--version"], capture_output=True, text=True, check=False
     )
     return {
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "redis_server": redis.stdout.strip(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
     }
 
 

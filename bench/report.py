@@ -64,7 +64,8 @@ RATIOS = (
 )
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (else what platform knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -74,7 +75,8 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``, or None if it is not installed."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -100,14 +102,14 @@ def _postgres_version() -> str | None:
 def machine() -> dict[str, Any]:
     """Where the run happened: CPU, cores, OS, Python and the tools' versions."""
     return {
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "wrk": wrk_version(),
         "redis_server": _redis_version(),
         "postgres": _postgres_version(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
     }
 
 
