@@ -285,18 +285,23 @@ async def test_failed_sweep_is_logged_and_fails_no_write(
         assert await store.get("c") == 1
 
 
+async def _expired_rows_in_postgres(url: str, server: PostgresServer) -> None:
+    """The store's tables, made by a first connection, holding EXPIRED rows an hour expired."""
+    async with await open_store(url) as maker:
+        await maker.ping()
+    server.psql(
+        "INSERT INTO qapp_kv (key, value, expires_at) "
+        "SELECT convert_to('old' || n, 'UTF8'), '1', now() - interval '1 hour' "
+        f"FROM generate_series(1, {EXPIRED}) AS n"
+    )
+
+
 async def test_postgres_write_starts_a_batched_sweep_of_every_expired_row(
     postgresql_url: str, postgres_server: PostgresServer
 ) -> None:
     """A write starts the sweep without waiting for it, and the sweep deletes all 50,000 expired
     rows a batch per statement while live rows stay."""
-    async with await open_store(postgresql_url) as maker:
-        await maker.ping()  # the first connection makes the tables
-    postgres_server.psql(
-        "INSERT INTO qapp_kv (key, value, expires_at) "
-        "SELECT convert_to('old' || n, 'UTF8'), '1', now() - interval '1 hour' "
-        f"FROM generate_series(1, {EXPIRED}) AS n"
-    )
+    await _expired_rows_in_postgres(postgresql_url, postgres_server)
     async with await open_store(postgresql_url) as store:
         assert isinstance(store, PostgresStore)
         await store.set("live", 1)
@@ -312,13 +317,7 @@ async def test_postgres_sweep_batches_follow_the_seconds_the_server_reports(
 ) -> None:
     """Each statement's batch is sized from the seconds the server says the one before took,
     and the sweep deletes every expired row."""
-    async with await open_store(postgresql_url) as maker:
-        await maker.ping()
-    postgres_server.psql(
-        "INSERT INTO qapp_kv (key, value, expires_at) "
-        "SELECT convert_to('old' || n, 'UTF8'), '1', now() - interval '1 hour' "
-        f"FROM generate_series(1, {EXPIRED}) AS n"
-    )
+    await _expired_rows_in_postgres(postgresql_url, postgres_server)
     async with await open_store(postgresql_url) as store:
         assert isinstance(store, PostgresStore)
         noted, seen = recording(store._sweep_batch)
